@@ -1,0 +1,335 @@
+"""Typed configuration: YAML + ``key.sub=value`` overrides validated against dataclasses.
+
+Every section is a dataclass whose fields carry a docstring (the string literal after the
+field) stating meaning and units.  Loading never guesses: an unknown key, a value of the
+wrong type or an impossible value raises :class:`ConfigError` with one line naming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Bad user input: the CLI prints the message on one line and exits with status 2."""
+
+
+# ---------------------------------------------------------------------------------------
+# Sections shared by every agent
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class EnvConfig:
+    suite: Literal["atari", "minatar", "test"] = "minatar"
+    """Environment family: ALE Atari (ale-py), MinAtar, or the tiny deterministic test env."""
+    game: str = "breakout"
+    """Game id within the suite, e.g. ``pong`` / ``space_invaders`` (Atari), ``breakout`` (MinAtar), ``chain`` (test)."""
+    protocol: Literal["paper", "sticky"] = "paper"
+    """Atari protocol (DESIGN §2): ``paper`` = no sticky actions, 0-30 no-ops, life loss terminal and
+    reward clipping in training; ``sticky`` = Machado et al. 2018 (p=0.25, no life-loss terminal)."""
+    num_envs: int = 1
+    """Parallel training environments N, stepped together; one batched forward pass acts for all."""
+    eval_num_envs: int = 8
+    """Parallel evaluation environments."""
+    max_episode_frames: int = 108_000
+    """Atari episode cap in emulator frames (truncation, bootstrapped through; 108k frames = 30 min)."""
+    frame_skip: int = 4
+    """Atari emulator frames per agent step (max-pooled over the last two)."""
+    frame_stack: int = 4
+    """Atari frames stacked into one observation."""
+    fire_reset: bool = False
+    """Atari: press FIRE after reset in games that need it (the paper's setup does not)."""
+    minatar_sticky_prob: float = 0.1
+    """MinAtar sticky-action probability (the package default, used by the MinAtar paper)."""
+
+    def validate(self) -> None:
+        _require(self.num_envs >= 1, "env.num_envs must be >= 1")
+        _require(self.eval_num_envs >= 1, "env.eval_num_envs must be >= 1")
+        _require(self.max_episode_frames >= 1, "env.max_episode_frames must be >= 1")
+        _require(self.frame_skip >= 1, "env.frame_skip must be >= 1")
+        _require(self.frame_stack >= 1, "env.frame_stack must be >= 1")
+        _require(0.0 <= self.minatar_sticky_prob <= 1.0, "env.minatar_sticky_prob must be in [0, 1]")
+
+
+@dataclass
+class NetworkConfig:
+    kind: Literal["auto", "nature", "minatar"] = "auto"
+    """Torso: Nature CNN (Atari), MinAtar net, or ``auto`` (Nature for Atari, MinAtar net otherwise)."""
+    hidden: int = 0
+    """Units of the penultimate ``fc`` layer; 0 = the torso's default (512 Nature, 128 MinAtar)."""
+    minatar_channels: int = 16
+    """Output channels of the MinAtar net's single 3x3 conv."""
+
+    def validate(self) -> None:
+        _require(self.hidden >= 0, "network.hidden must be >= 0")
+        _require(self.minatar_channels >= 1, "network.minatar_channels must be >= 1")
+
+
+LayerSelection = Union[str, int, list]
+
+
+@dataclass
+class SpectralConfig:
+    layers: LayerSelection = "none"
+    """Layers to spectrally normalise: names or Python-style indices over the network's named layers
+    (``[-2]``, ``[fc]``, ``[conv3, fc]``), ``all`` or ``none``."""
+    track: LayerSelection = "none"
+    """Layers whose sigma is estimated and logged without changing the forward pass (track-only)."""
+    k: float = 1.0
+    """Lipschitz target: W_used = W / (sigma / k)."""
+    only_shrink: bool = False
+    """Only-shrink variant: W_used = W / max(sigma / k, 1)."""
+    power_iterations: int = 1
+    """Power-iteration steps per training forward pass (forward passes with gradients enabled)."""
+    grad_through_sigma: bool = True
+    """Back-propagate through sigma (standard SN); False treats sigma as a constant."""
+    conv_norm: Literal["kernel", "operator"] = "kernel"
+    """Conv sigma: norm of the reshaped kernel (out x in*kh*kw, as PyTorch) or the true operator norm of
+    the strided convolution at the layer's input size."""
+    log_every: int = 10_000
+    """Interval for ``spectral/sigma/<layer>`` metrics, in agent steps."""
+
+    def validate(self) -> None:
+        _require(self.k > 0, "spectral.k must be > 0")
+        _require(self.power_iterations >= 1, "spectral.power_iterations must be >= 1")
+        _require(self.log_every >= 1, "spectral.log_every must be >= 1")
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adam", "rmsprop", "sgd"] = "adam"
+    """Optimiser."""
+    lr: float = 2.5e-4
+    """Learning rate eta."""
+    eps: float = 3.125e-4
+    """Adam / RMSprop epsilon."""
+    alpha: float = 0.95
+    """RMSprop smoothing constant."""
+    centered: bool = True
+    """RMSprop: centred variant (DQN-Nature)."""
+    momentum: float = 0.0
+    """SGD / RMSprop momentum."""
+    grad_clip: float = 0.0
+    """Max global gradient norm; 0 disables clipping."""
+    rho_scaling: Literal["none", "lr", "grad", "lr+grad", "divout"] = "none"
+    """Optimiser-side equivalent of SN (DESIGN §1) using rho = tracked sigma of ``rho_layers``:
+    ``lr`` eta/rho for that layer's weight, ``grad`` weight gradient / rho, ``lr+grad`` both,
+    ``divout`` network output / stop_gradient(rho). The forward pass is not normalised."""
+    rho_layers: LayerSelection = field(default_factory=lambda: ["fc"])
+    """Layers whose sigma supplies rho (product over layers for ``divout``)."""
+    rho_only_shrink: bool = False
+    """Divide by max(rho, 1) instead of rho."""
+
+    def validate(self) -> None:
+        _require(self.lr > 0, f"optim.lr must be > 0 (got {self.lr})")
+        _require(self.eps > 0, f"optim.eps must be > 0 (got {self.eps})")
+        _require(0 <= self.alpha < 1, "optim.alpha must be in [0, 1)")
+        _require(self.momentum >= 0, "optim.momentum must be >= 0")
+        _require(self.grad_clip >= 0, "optim.grad_clip must be >= 0")
+
+
+@dataclass
+class LoopConfig:
+    total_steps: int = 100_000
+    """Training length in agent steps (summed over the N parallel envs)."""
+    eval_every: int = 25_000
+    """Run an evaluation phase every this many agent steps (0 = only at the end)."""
+    eval_steps: int = 10_000
+    """Length of an evaluation phase in agent steps (episodes still running at the end are dropped)."""
+    eval_episodes: int = 0
+    """If > 0, an evaluation phase instead runs until this many episodes finished (capped at 100x eval_steps)."""
+    eval_epsilon: float = 0.001
+    """Exploration rate during evaluation (value-based agents)."""
+    log_every: int = 1_000
+    """Training metrics interval in agent steps."""
+    checkpoint_every: int = 50_000
+    """Checkpoint interval in agent steps (0 = only at the end and on Ctrl-C)."""
+    save_replay: bool = True
+    """Include the replay buffer in checkpoints (exact resume; costs disk for large buffers)."""
+    progress: bool = True
+    """Show a progress bar on stderr."""
+
+    def validate(self) -> None:
+        _require(self.total_steps >= 1, "loop.total_steps must be >= 1")
+        _require(self.eval_every >= 0, "loop.eval_every must be >= 0")
+        _require(self.eval_steps >= 1, "loop.eval_steps must be >= 1")
+        _require(self.eval_episodes >= 0, "loop.eval_episodes must be >= 0")
+        _require(0.0 <= self.eval_epsilon <= 1.0, "loop.eval_epsilon must be in [0, 1]")
+        _require(self.log_every >= 1, "loop.log_every must be >= 1")
+        _require(self.checkpoint_every >= 0, "loop.checkpoint_every must be >= 0")
+
+
+# ---------------------------------------------------------------------------------------
+# Generic dataclass <-> dict machinery
+# ---------------------------------------------------------------------------------------
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _type_name(tp: Any) -> str:
+    if tp is LayerSelection:
+        return "layer selection (name, index, list of them, 'all' or 'none')"
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is LayerSelection:
+        if isinstance(value, bool) or not isinstance(value, (str, int, list)):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        if isinstance(value, list) and not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{key}: list items must be layer names or integer indices, got {value!r}")
+        return value
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: expected one of {_type_name(tp)}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # programming error, not user input
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and bad values raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (valid keys: {', '.join(sorted(names))})")
+    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    obj = cls(**kwargs)
+    validate = getattr(cls, "validate", None)
+    if validate is not None:
+        validate(obj)
+    return obj
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse YAML {path}: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of config sections")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=value`` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+        key, raw = item.split("=", 1)
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override '{item}' has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a config section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+# ---------------------------------------------------------------------------------------
+# The whole run
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    agent: str
+    """Agent module under ``agents/``: dqn, c51, ppo, a2c."""
+    algo: Any
+    """The agent's own hyper-parameters (its config dataclass)."""
+    seed: int = 0
+    """Seed for torch, numpy, the replay sampler and the environments."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where networks and updates run; ``auto`` picks CUDA when available."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    spectral: SpectralConfig = field(default_factory=SpectralConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+def parse_train_config(data: dict, algo_classes: dict[str, type]) -> TrainConfig:
+    """Validate a nested dict against TrainConfig, choosing ``algo``'s class by ``agent``."""
+    data = dict(data)
+    data.pop("meta", None)  # provenance written next to a resolved config
+    agent = data.get("agent")
+    if agent is None:
+        raise ConfigError(f"config needs 'agent' (one of {', '.join(algo_classes)})")
+    if agent not in algo_classes:
+        raise ConfigError(f"unknown agent '{agent}' (valid: {', '.join(algo_classes)})")
+    algo = from_dict(algo_classes[agent], data.pop("algo", {}) or {}, prefix="algo.")
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"algo"}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key '{unknown[0]}' (valid sections: algo, {', '.join(sorted(names))})")
+    hints = typing.get_type_hints(TrainConfig)
+    kwargs = {name: _coerce(value if value is not None else {}, hints[name], name) for name, value in data.items()}
+    cfg = TrainConfig(algo=algo, **kwargs)
+    check = getattr(algo, "check_against", None)
+    if check is not None:
+        check(cfg)
+    return cfg

@@ -1,0 +1,234 @@
+"""Vectorised environments with one interface for Atari (ale-py), MinAtar and a tiny test env.
+
+Every env auto-resets in the same step ("same-step" autoreset): ``step`` returns the first
+observation of the next episode for envs whose episode ended, and the last observation of the
+ended episode in ``final_obs``.  Two kinds of ending are kept apart:
+
+* ``terminal``    -- no bootstrapping from the next state (game over, or a lost life under the
+                     paper protocol's training envs);
+* ``episode_end`` -- the episode stops here (game over *or* time-limit truncation); frame stacks
+                     never cross it.  A truncation is an ``episode_end`` that is not ``terminal``,
+                     so learners bootstrap through it from ``final_obs``.
+
+``reward`` is what the learner sees (clipped under the paper protocol's training envs) and
+``raw_reward`` is the game score used for every reported return.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import NamedTuple
+
+import numpy as np
+
+from rlsmooth.config import ConfigError, EnvConfig
+
+MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+TEST_GAMES = ("chain",)
+
+
+class Step(NamedTuple):
+    obs: np.ndarray          # (N, C, H, W) uint8: the observation to act on next
+    reward: np.ndarray       # (N,) float32, training reward
+    raw_reward: np.ndarray   # (N,) float32, game score
+    terminal: np.ndarray     # (N,) bool, no bootstrap after this transition
+    episode_end: np.ndarray  # (N,) bool, episode over (terminated or truncated)
+    final_obs: np.ndarray    # (N, C, H, W) uint8, last obs of the episode where episode_end, else obs
+
+
+def _unknown_game(suite: str, game: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(game, valid, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(valid)}"
+    return ConfigError(f"unknown {suite} game '{game}'{hint}")
+
+
+def atari_games() -> list[str]:
+    from ale_py import roms
+    return sorted(roms.get_all_rom_ids())
+
+
+def check_game(cfg: EnvConfig) -> None:
+    """Raise ConfigError for an unknown game id, listing close matches."""
+    valid = {"atari": atari_games, "minatar": lambda: list(MINATAR_GAMES), "test": lambda: list(TEST_GAMES)}[cfg.suite]()
+    if cfg.game not in valid:
+        raise _unknown_game(cfg.suite, cfg.game, valid)
+
+
+class AtariVecEnv:
+    """N ALE games stepped in C++ threads (``ale_py.vector_env.AtariVectorEnv``)."""
+
+    def __init__(self, cfg: EnvConfig, num_envs: int, seed: int, training: bool):
+        from ale_py.vector_env import AtariVectorEnv
+
+        check_game(cfg)
+        paper = cfg.protocol == "paper"
+        self.num_envs = num_envs
+        self.frame_channels = 1
+        self.clip_rewards = training and paper
+        self.life_loss_terminal = training and paper
+        self._seed = seed
+        self._env = AtariVectorEnv(
+            cfg.game,
+            num_envs,
+            autoreset_mode="SameStep",
+            max_num_frames_per_episode=cfg.max_episode_frames,
+            repeat_action_probability=0.0 if paper else 0.25,
+            noop_max=30 if paper else 0,
+            frameskip=cfg.frame_skip,
+            stack_num=cfg.frame_stack,
+            maxpool=True,
+            img_height=84,
+            img_width=84,
+            grayscale=True,
+            # Life loss and clipping are applied here, so that raw scores stay visible.
+            episodic_life=False,
+            life_loss_info=False,
+            reward_clipping=False,
+            use_fire_reset=cfg.fire_reset,
+        )
+        self.num_actions = int(self._env.single_action_space.n)
+        self.obs_shape = tuple(self._env.single_observation_space.shape)
+        self._lives = np.zeros(num_envs, dtype=np.int64)
+
+    def reset(self) -> np.ndarray:
+        obs, info = self._env.reset(seed=self._seed)
+        self._lives = np.asarray(info["lives"], dtype=np.int64).copy()
+        return obs
+
+    def step(self, actions: np.ndarray) -> Step:
+        obs, reward, terminated, truncated, info = self._env.step(actions.astype(np.int64, copy=False))
+        raw = np.asarray(reward, dtype=np.float32)
+        episode_end = terminated | truncated
+        lives = np.asarray(info["lives"], dtype=np.int64)
+        terminal = terminated.copy()
+        if self.life_loss_terminal:
+            terminal |= (lives < self._lives) & ~episode_end
+        self._lives = lives.copy()
+        final_obs = info["final_obs"] if "final_obs" in info else obs
+        return Step(obs, np.clip(raw, -1.0, 1.0) if self.clip_rewards else raw, raw,
+                    terminal, episode_end, final_obs)
+
+    def state_dict(self) -> dict:
+        return {}  # emulator state is not checkpointed: a resumed run starts new episodes
+
+    def load_state_dict(self, state: dict) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._env.close()
+
+
+class MinAtarVecEnv:
+    """N MinAtar games stepped in Python (each is a 10x10xC binary grid, no frame stack)."""
+
+    def __init__(self, cfg: EnvConfig, num_envs: int, seed: int, training: bool):
+        check_game(cfg)
+        from minatar import Environment
+
+        self.num_envs = num_envs
+        self._envs = []
+        for i in range(num_envs):
+            env = Environment(cfg.game, sticky_action_prob=cfg.minatar_sticky_prob)
+            env.seed(seed + i)
+            self._envs.append(env)
+        h, w, c = self._envs[0].state_shape()
+        self.obs_shape = (c, h, w)
+        self.frame_channels = c
+        self.num_actions = self._envs[0].num_actions()
+
+    def _obs(self, env) -> np.ndarray:
+        return np.ascontiguousarray(env.state().transpose(2, 0, 1), dtype=np.uint8)
+
+    def reset(self) -> np.ndarray:
+        for env in self._envs:
+            env.reset()
+        return np.stack([self._obs(env) for env in self._envs])
+
+    def step(self, actions: np.ndarray) -> Step:
+        n = self.num_envs
+        reward = np.zeros(n, np.float32)
+        done = np.zeros(n, bool)
+        obs = np.empty((n, *self.obs_shape), np.uint8)
+        final_obs = obs
+        for i, (env, a) in enumerate(zip(self._envs, actions.tolist())):
+            r, d = env.act(a)
+            reward[i], done[i] = r, d
+            obs[i] = self._obs(env)
+        if done.any():
+            final_obs = obs.copy()
+            for i in np.flatnonzero(done):
+                self._envs[i].reset()
+                obs[i] = self._obs(self._envs[i])
+        return Step(obs, reward, reward, done, done.copy(), final_obs)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class ChainVecEnv:
+    """Deterministic corridor for tests: start at cell 0, actions 0=left, 1=right, 2=stay.
+
+    Reaching the last cell gives +1 and terminates; every other step costs -0.01; episodes are
+    truncated after ``max_steps``.  The observation is a one-hot of the cell on a 1x``length``
+    grid, padded into a (1, 10, 10) image so the MinAtar network applies unchanged.
+    """
+
+    length = 6
+    max_steps = 20
+
+    def __init__(self, cfg: EnvConfig, num_envs: int, seed: int, training: bool):
+        check_game(cfg)
+        self.num_envs = num_envs
+        self.num_actions = 3
+        self.obs_shape = (1, 10, 10)
+        self.frame_channels = 1
+        self._pos = np.zeros(num_envs, np.int64)
+        self._t = np.zeros(num_envs, np.int64)
+
+    def _obs(self) -> np.ndarray:
+        obs = np.zeros((self.num_envs, *self.obs_shape), np.uint8)
+        obs[np.arange(self.num_envs), 0, 0, self._pos] = 1
+        return obs
+
+    def reset(self) -> np.ndarray:
+        self._pos[:] = 0
+        self._t[:] = 0
+        return self._obs()
+
+    def step(self, actions: np.ndarray) -> Step:
+        move = np.where(actions == 0, -1, np.where(actions == 1, 1, 0))
+        self._pos = np.clip(self._pos + move, 0, self.length - 1)
+        self._t += 1
+        terminal = self._pos == self.length - 1
+        truncated = (self._t >= self.max_steps) & ~terminal
+        reward = np.where(terminal, 1.0, -0.01).astype(np.float32)
+        episode_end = terminal | truncated
+        final_obs = self._obs()
+        self._pos[episode_end] = 0
+        self._t[episode_end] = 0
+        return Step(self._obs(), reward, reward, terminal, episode_end, final_obs)
+
+    def state_dict(self) -> dict:
+        return {"pos": self._pos.copy(), "t": self._t.copy()}
+
+    def load_state_dict(self, state: dict) -> bool:
+        self._pos = np.asarray(state["pos"], np.int64).copy()
+        self._t = np.asarray(state["t"], np.int64).copy()
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+VecEnv = AtariVecEnv | MinAtarVecEnv | ChainVecEnv
+
+
+def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool) -> VecEnv:
+    """Training envs (``training=True``) apply the protocol's life-loss terminal and clipping."""
+    cls = {"atari": AtariVecEnv, "minatar": MinAtarVecEnv, "test": ChainVecEnv}[cfg.suite]
+    return cls(cfg, num_envs, seed, training)

@@ -1,0 +1,173 @@
+"""Uniform experience replay that stores every frame once and rebuilds stacks at sample time.
+
+Layout: one circular track per environment.  Slot ``j`` of a track holds the newest frame
+(``frame_channels`` channels) of observation o_j and, once the agent has acted on it, the
+transition taken from it: action, reward, ``terminal`` (no bootstrap) and ``episode_end``.
+After an episode ends, the ended episode's final observation gets a slot of its own (it has no
+action, so it is never sampled as a start) and the next episode's first frame follows it, marked
+``first``.  Stacks are rebuilt from the ``stack`` newest frames and zero-filled before ``first``
+(ale-py zero-fills at reset too, so the agent acts on exactly the states that are replayed).
+
+Memory for 1M Atari transitions: 1M x 84 x 84 B = 7.06 GB of frames plus ~10 B per slot of
+metadata, against 28 GB for a buffer that stores every stacked state.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+
+class Batch(NamedTuple):
+    obs: torch.Tensor        # (B, stack*C, H, W) uint8
+    action: torch.Tensor     # (B,) int64
+    reward: torch.Tensor     # (B,) float32, discounted n-step return sum_{i<k} gamma^i r_i
+    discount: torch.Tensor   # (B,) float32, gamma^k, or 0 where the k-th transition was terminal
+    next_obs: torch.Tensor   # (B, stack*C, H, W) uint8
+
+
+class FrameReplay:
+    def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, ...], stack: int = 1,
+                 n_step: int = 1, gamma: float = 0.99, seed: int = 0):
+        if capacity < num_envs * (stack + n_step + 2):
+            raise ValueError(f"replay capacity {capacity} too small for {num_envs} envs")
+        self.num_envs = num_envs
+        self.track = capacity // num_envs            # slots per env
+        self.frame_shape = tuple(frame_shape)        # (C, H, W) of one frame
+        self.stack = stack
+        self.n_step = n_step
+        self.gamma = gamma
+        n, t = num_envs, self.track
+        self.frames = np.zeros((n, t, *self.frame_shape), np.uint8)
+        self.action = np.zeros((n, t), np.int32)
+        self.reward = np.zeros((n, t), np.float32)
+        self.terminal = np.zeros((n, t), bool)
+        self.episode_end = np.zeros((n, t), bool)
+        self.first = np.zeros((n, t), bool)
+        self.acted = np.zeros((n, t), bool)          # slot holds a transition
+        self.written = np.zeros(n, np.int64)         # absolute slots written per env (monotone)
+        self.rng = np.random.default_rng(seed)
+        self._env_index = np.arange(n)
+
+    # -- writing ---------------------------------------------------------------------------
+    def _write_frame(self, envs: np.ndarray, frames: np.ndarray, first: bool) -> None:
+        slot = self.written[envs] % self.track
+        self.frames[envs, slot] = frames
+        self.first[envs, slot] = first
+        self.acted[envs, slot] = False
+        self.terminal[envs, slot] = False
+        self.episode_end[envs, slot] = False
+        self.written[envs] += 1
+
+    def start(self, frames: np.ndarray) -> None:
+        """Record the first frames (N, C, H, W) after a reset."""
+        self._write_frame(self._env_index, frames, first=True)
+
+    def add(self, action: np.ndarray, reward: np.ndarray, terminal: np.ndarray, episode_end: np.ndarray,
+            next_frames: np.ndarray, final_frames: np.ndarray) -> None:
+        """Record one vector step: the transition from the pending frame and the frames that follow."""
+        envs = self._env_index
+        slot = (self.written - 1) % self.track
+        self.action[envs, slot] = action
+        self.reward[envs, slot] = reward
+        self.terminal[envs, slot] = terminal
+        self.episode_end[envs, slot] = episode_end
+        self.acted[envs, slot] = True
+        ended = np.flatnonzero(episode_end)
+        if ended.size:
+            self._write_frame(ended, final_frames[ended], first=False)
+            self._write_frame(ended, next_frames[ended], first=True)
+            going = np.flatnonzero(~episode_end)
+            if going.size:
+                self._write_frame(going, next_frames[going], first=False)
+        else:
+            self._write_frame(envs, next_frames, first=False)
+
+    def __len__(self) -> int:
+        """Number of stored transitions (approximate upper bound on sampleable ones)."""
+        return int(np.minimum(self.written - 1, self.track - self.stack - self.n_step).clip(0).sum())
+
+    # -- sampling --------------------------------------------------------------------------
+    def _sample_starts(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.maximum(self.written - self.track + self.stack, 0)   # history frames still stored
+        hi = self.written - 1 - self.n_step                           # n-step successors written
+        counts = np.maximum(hi - lo + 1, 0)
+        if counts.sum() <= 0:
+            raise RuntimeError("replay holds no complete transition yet")
+        envs_out, pos_out, have = [], [], 0
+        while have < batch_size:
+            want = 2 * (batch_size - have) + 8
+            envs = self.rng.choice(self.num_envs, size=want, p=counts / counts.sum())
+            pos = lo[envs] + (self.rng.random(want) * counts[envs]).astype(np.int64)
+            ok = self.acted[envs, pos % self.track]
+            envs, pos = envs[ok], pos[ok]
+            envs_out.append(envs)
+            pos_out.append(pos)
+            have += len(envs)
+        return np.concatenate(envs_out)[:batch_size], np.concatenate(pos_out)[:batch_size]
+
+    def _stack(self, envs: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Stacked observations ending at absolute slot ``pos``, zero before the episode's first frame."""
+        offsets = np.arange(self.stack - 1, -1, -1)                   # oldest ... newest
+        slots = (pos[:, None] - offsets[None, :]) % self.track        # (B, stack)
+        e = envs[:, None]
+        frames = self.frames[e, slots]                                # (B, stack, C, H, W)
+        if self.stack > 1:
+            first = self.first[e, slots]
+            # a frame is kept if no newer frame in the stack starts the episode
+            newer_first = np.flip(np.cumsum(np.flip(first, 1), 1), 1) - first
+            frames = frames * (newer_first == 0)[..., None, None, None].astype(np.uint8)
+        b = len(pos)
+        return frames.reshape(b, self.stack * self.frame_shape[0], *self.frame_shape[1:])
+
+    def sample_arrays(self, batch_size: int) -> tuple[np.ndarray, ...]:
+        envs, pos = self._sample_starts(batch_size)
+        steps = pos[:, None] + np.arange(self.n_step)[None, :]        # (B, n)
+        slots = steps % self.track
+        e = envs[:, None]
+        rewards = self.reward[e, slots]
+        stop = self.terminal[e, slots] | self.episode_end[e, slots]
+        # k = transitions used: up to and including the first stop, at most n
+        stopped_before = np.cumsum(stop, 1) - stop > 0
+        used = ~stopped_before
+        k = used.sum(1)
+        discounts_i = self.gamma ** np.arange(self.n_step, dtype=np.float64)
+        reward = (rewards * used * discounts_i[None, :]).sum(1).astype(np.float32)
+        last_slot = (pos + k - 1) % self.track
+        terminal = self.terminal[envs, last_slot]
+        discount = np.where(terminal, 0.0, self.gamma ** k).astype(np.float32)
+        obs = self._stack(envs, pos)
+        next_obs = self._stack(envs, pos + k)
+        action = self.action[envs, pos % self.track].astype(np.int64)
+        return obs, action, reward, discount, next_obs
+
+    def sample(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
+        obs, action, reward, discount, next_obs = self.sample_arrays(batch_size)
+        device = torch.device(device)
+        pin = device.type == "cuda"
+
+        def to(x: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(x)
+            return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+        return Batch(to(obs), to(action), to(reward), to(discount), to(next_obs))
+
+    # -- checkpointing -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        arrays = ("frames", "action", "reward", "terminal", "episode_end", "first", "acted", "written")
+        state = {name: torch.from_numpy(getattr(self, name)) for name in arrays}
+        state["rng"] = self.rng.bit_generator.state
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("frames", "action", "reward", "terminal", "episode_end", "first", "acted", "written"):
+            value = state[name].numpy()
+            if value.shape != getattr(self, name).shape:
+                raise ValueError(f"replay '{name}' has shape {value.shape}, expected {getattr(self, name).shape}")
+            setattr(self, name, value.copy())
+        self.rng.bit_generator.state = state["rng"]
+
+    def memory_bytes(self) -> int:
+        return sum(a.nbytes for a in (self.frames, self.action, self.reward, self.terminal,
+                                      self.episode_end, self.first, self.acted))

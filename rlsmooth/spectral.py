@@ -1,0 +1,137 @@
+"""Spectral normalisation of chosen layers, and track-only sigma estimation.
+
+For a weight W with top singular value sigma(W), estimated by power iteration with persistent
+u, v buffers (no gradient through u, v):
+
+    sigma = u^T W v,   W_used = W / (sigma / k)          (only shrink: W / max(sigma / k, 1))
+
+Conv layers use either the reshaped kernel (out x in*kh*kw, as PyTorch's built-in) or the true
+operator norm of the strided convolution at the layer's input size (power iteration with
+conv2d / conv_transpose2d).  A track-only layer runs the same estimator and leaves its weight
+untouched, so its outputs are bit-identical to the plain network.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from rlsmooth.config import SpectralConfig
+from rlsmooth.networks import layer_input_shapes, select_layers
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm().clamp_min(1e-12)
+
+
+class SpectralNorm(nn.Module):
+    """Parametrisation of ``layer.weight``; ``sigma`` holds the latest estimate (a buffer)."""
+
+    def __init__(self, layer: nn.Module, *, normalise: bool, k: float = 1.0, only_shrink: bool = False,
+                 power_iterations: int = 1, grad_through_sigma: bool = True,
+                 conv_input_shape: tuple[int, ...] | None = None):
+        super().__init__()
+        self.normalise = normalise
+        self.k = k
+        self.only_shrink = only_shrink
+        self.power_iterations = power_iterations
+        self.grad_through_sigma = grad_through_sigma
+        weight = layer.weight.detach()
+        self.operator = conv_input_shape is not None
+        if self.operator:
+            assert isinstance(layer, nn.Conv2d)
+            self.stride, self.padding = layer.stride, layer.padding
+            v = torch.randn(1, *conv_input_shape, device=weight.device)
+            out = F.conv2d(v, weight, stride=self.stride, padding=self.padding)
+            in_h, in_w = conv_input_shape[1:]
+            k_h, k_w = weight.shape[2:]
+            self.output_padding = (
+                in_h - ((out.shape[2] - 1) * self.stride[0] - 2 * self.padding[0] + k_h),
+                in_w - ((out.shape[3] - 1) * self.stride[1] - 2 * self.padding[1] + k_w),
+            )
+            u = torch.randn_like(out)
+        else:
+            matrix = weight.flatten(1)
+            u = torch.randn(matrix.shape[0], device=weight.device)
+            v = torch.randn(matrix.shape[1], device=weight.device)
+        self.register_buffer("u", _normalize(u))
+        self.register_buffer("v", _normalize(v))
+        self.register_buffer("sigma", torch.ones((), device=weight.device))
+        with torch.no_grad():
+            self._power_iterate(weight, 15)   # start from a converged estimate
+            self.sigma.copy_(self._sigma(weight))
+
+    # W v and W^T u for the two kinds of operator
+    def _matvec(self, weight: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.operator:
+            return F.conv2d(v, weight, stride=self.stride, padding=self.padding)
+        return weight.flatten(1) @ v
+
+    def _matvec_t(self, weight: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        if self.operator:
+            return F.conv_transpose2d(u, weight, stride=self.stride, padding=self.padding,
+                                      output_padding=self.output_padding)
+        return weight.flatten(1).t() @ u
+
+    def _power_iterate(self, weight: torch.Tensor, iterations: int) -> None:
+        u, v = self.u, self.v
+        for _ in range(iterations):
+            v = _normalize(self._matvec_t(weight, u))
+            u = _normalize(self._matvec(weight, v))
+        self.u.copy_(u)
+        self.v.copy_(v)
+
+    def _sigma(self, weight: torch.Tensor) -> torch.Tensor:
+        return (self.u * self._matvec(weight, self.v)).sum()
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        # u, v advance only on training forward passes (gradients on), never while acting
+        if self.training and torch.is_grad_enabled():
+            with torch.no_grad():
+                self._power_iterate(weight.detach(), self.power_iterations)
+        sigma = self._sigma(weight if self.grad_through_sigma and self.normalise else weight.detach())
+        self.sigma.copy_(sigma.detach())
+        if not self.normalise:
+            return weight
+        scale = sigma / self.k
+        if self.only_shrink:
+            scale = scale.clamp_min(1.0)
+        return weight / scale
+
+
+def apply_spectral(model: nn.Module, cfg: SpectralConfig, obs_shape: tuple[int, ...],
+                   extra_track: list[str] = ()) -> dict[str, SpectralNorm]:
+    """Register SN (``cfg.layers``) and track-only estimators (``cfg.track`` + ``extra_track``).
+
+    Returns {layer name: estimator}, in forward order; raises ConfigError for a bad selector.
+    """
+    normalised = select_layers(model, cfg.layers, "spectral.layers")
+    tracked = select_layers(model, cfg.track, "spectral.track")
+    wanted = [n for n, _ in model.named_modules() if n in set(normalised) | set(tracked) | set(extra_track)]
+    shapes = layer_input_shapes(model, obs_shape) if cfg.conv_norm == "operator" else {}
+    estimators: dict[str, SpectralNorm] = {}
+    for name in wanted:
+        layer = model.get_submodule(name)
+        conv_shape = shapes[name] if isinstance(layer, nn.Conv2d) and cfg.conv_norm == "operator" else None
+        estimator = SpectralNorm(layer, normalise=name in normalised, k=cfg.k, only_shrink=cfg.only_shrink,
+                                 power_iterations=cfg.power_iterations,
+                                 grad_through_sigma=cfg.grad_through_sigma, conv_input_shape=conv_shape)
+        parametrize.register_parametrization(layer, "weight", estimator)
+        estimators[name] = estimator
+    return estimators
+
+
+def raw_weight(layer: nn.Module) -> torch.Tensor:
+    """The trainable weight of a layer, whether or not it is parametrised."""
+    if parametrize.is_parametrized(layer, "weight"):
+        return layer.parametrizations.weight.original
+    return layer.weight
+
+
+def sigma_metrics(estimators: dict[str, SpectralNorm]) -> dict[str, float]:
+    """``spectral/sigma/<layer>`` for every estimator (one host sync for all of them)."""
+    if not estimators:
+        return {}
+    values = torch.stack([e.sigma for e in estimators.values()]).cpu().tolist()
+    return {f"spectral/sigma/{name}": v for name, v in zip(estimators, values)}

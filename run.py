@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""rlsmooth command line: train, eval, bench (see README and shared/DESIGN.md §3)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+AGENT_NAMES = ("dqn", "c51")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit status 2
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def agent_module(name: str):
+    import importlib
+    return importlib.import_module(f"agents.{name}")
+
+
+def algo_classes() -> dict[str, type]:
+    return {name: agent_module(name).CONFIG for name in AGENT_NAMES}
+
+
+def load_train_config(data: dict):
+    from rlsmooth.config import parse_train_config
+    from rlsmooth.envs import check_game
+    cfg = parse_train_config(data, algo_classes())
+    check_game(cfg.env)
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from rlsmooth.config import apply_overrides, load_yaml, to_dict
+    from rlsmooth.rundir import CHECKPOINT, default_run_dir, prepare_new, read_config
+
+    if args.resume:
+        if args.config or args.overrides or args.out:
+            raise_config("--resume takes only the run directory (its config.yaml is reused)")
+        run_dir = Path(args.resume)
+        cfg = load_train_config(read_config(run_dir))
+        if not (run_dir / CHECKPOINT).is_file():
+            raise_config(f"{run_dir} has no checkpoint to resume from ({CHECKPOINT})")
+    else:
+        if not args.config:
+            raise_config("train needs a CONFIG.yaml (or --resume RUN_DIR)")
+        data = apply_overrides(load_yaml(args.config), args.overrides)
+        cfg = load_train_config(data)
+        run_dir = Path(args.out) if args.out else default_run_dir(cfg.agent, cfg.env.suite, cfg.env.game, cfg.seed)
+        prepare_new(run_dir, args.replace)
+    print(f"run directory: {run_dir}  (tensorboard --logdir {run_dir})", file=sys.stderr)
+    try:
+        summary = agent_module(cfg.agent).train(cfg, run_dir, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        return 130
+    if "eval/episode_return" in summary:
+        print(f"final evaluation: return {summary['eval/episode_return']:.2f} ± {summary['eval/episode_return_std']:.2f} "
+              f"over {int(summary['eval/episodes'])} episodes at step {summary['step']}")
+    print(f"logs: {run_dir / 'metrics.jsonl'}  checkpoint: {run_dir / CHECKPOINT}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from rlsmooth.evaluate_run import evaluate_run
+    result = evaluate_run(Path(args.run_dir), args.episodes, args.device)
+    print(result)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from rlsmooth.bench import run_bench
+    run_bench(args)
+    return 0
+
+
+def raise_config(message: str):
+    from rlsmooth.config import ConfigError
+    raise ConfigError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(prog="run.py", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    p = sub.add_parser("train", help="train an agent from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.add_argument("--out", help="run directory (default: runs/<agent>-<suite>-<game>-s<seed>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--replace", action="store_true", help="delete an existing run directory at --out first")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a saved agent")
+    p.add_argument("run_dir")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="agent steps/s of the loops and their parts")
+    p.add_argument("--agent", default="all", choices=["all", *AGENT_NAMES])
+    p.add_argument("--suite", default="atari", choices=["atari", "minatar", "test"])
+    p.add_argument("--game", default=None)
+    p.add_argument("--num-envs", type=int, default=8)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=2000, help="agent steps timed per measurement")
+    p.add_argument("--spectral", default="none", help="layers to normalise, e.g. fc")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_bench)
+
+    args = parser.parse_args(argv)
+    from rlsmooth.config import ConfigError
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
