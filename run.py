@@ -58,6 +58,8 @@ def cmd_train(args) -> int:
     if "eval/episode_return" in summary:
         print(f"final evaluation: return {summary['eval/episode_return']:.2f} ± {summary['eval/episode_return_std']:.2f} "
               f"over {int(summary['eval/episodes'])} episodes at step {summary['step']}")
+    elif "eval/episodes" in summary:
+        print(f"final evaluation: no episode finished within loop.eval_steps={cfg.loop.eval_steps} agent steps")
     print(f"logs: {run_dir / 'metrics.jsonl'}  checkpoint: {run_dir / CHECKPOINT}")
     return 0
 

@@ -171,7 +171,7 @@ class MinAtarVecEnv:
 
 
 class ChainVecEnv:
-    """Deterministic corridor for tests: start at cell 0, actions 0=left, 1=right, 2=stay.
+    """Deterministic corridor for tests: start at cell 0, actions 0=left, 1=right.
 
     Reaching the last cell gives +1 and terminates; every other step costs -0.01; episodes are
     truncated after ``max_steps``.  The observation is a one-hot of the cell on a 1x``length``
@@ -184,7 +184,7 @@ class ChainVecEnv:
     def __init__(self, cfg: EnvConfig, num_envs: int, seed: int, training: bool):
         check_game(cfg)
         self.num_envs = num_envs
-        self.num_actions = 3
+        self.num_actions = 2
         self.obs_shape = (1, 10, 10)
         self.frame_channels = 1
         self._pos = np.zeros(num_envs, np.int64)
@@ -201,7 +201,7 @@ class ChainVecEnv:
         return self._obs()
 
     def step(self, actions: np.ndarray) -> Step:
-        move = np.where(actions == 0, -1, np.where(actions == 1, 1, 0))
+        move = np.where(actions == 1, 1, -1)
         self._pos = np.clip(self._pos + move, 0, self.length - 1)
         self._t += 1
         terminal = self._pos == self.length - 1
@@ -214,11 +214,11 @@ class ChainVecEnv:
         return Step(self._obs(), reward, reward, terminal, episode_end, final_obs)
 
     def state_dict(self) -> dict:
-        return {"pos": self._pos.copy(), "t": self._t.copy()}
+        return {"pos": self._pos.tolist(), "t": self._t.tolist()}  # plain ints: weights_only-safe
 
     def load_state_dict(self, state: dict) -> bool:
-        self._pos = np.asarray(state["pos"], np.int64).copy()
-        self._t = np.asarray(state["t"], np.int64).copy()
+        self._pos = np.asarray(state["pos"], np.int64)
+        self._t = np.asarray(state["t"], np.int64)
         return True
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import math
 import time
 from pathlib import Path
@@ -71,7 +72,7 @@ class Logger:
         self._bar.update(step - self._bar.n)
 
     def message(self, text: str) -> None:
-        self._bar.write(text)
+        self._bar.write(text, file=sys.stderr)
 
     def close(self) -> None:
         self._bar.close()

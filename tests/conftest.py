@@ -1,0 +1,52 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CHAIN_CONFIG = """
+agent: {agent}
+seed: 0
+device: cpu
+env: {{suite: test, game: chain, num_envs: {num_envs}, eval_num_envs: 2}}
+network: {{kind: minatar, hidden: 32, minatar_channels: 4}}
+optim: {{name: adam, lr: 0.001, eps: 1.0e-4}}
+algo:
+  gamma: 0.9
+  batch_size: 16
+  replay_capacity: 2000
+  learning_starts: 100
+  target_update_every: 100
+  epsilon_decay_steps: 300
+  epsilon_end: 0.05
+  {extra}
+loop:
+  total_steps: {steps}
+  eval_every: 200
+  eval_steps: 60
+  log_every: 50
+  checkpoint_every: 200
+  progress: false
+"""
+
+
+@pytest.fixture
+def chain_config(tmp_path):
+    def make(agent="dqn", steps=400, num_envs=1, extra=""):
+        path = tmp_path / f"{agent}.yaml"
+        path.write_text(CHAIN_CONFIG.format(agent=agent, steps=steps, num_envs=num_envs, extra=extra))
+        return path
+    return make
+
+
+def run_cli(*args, check=False, timeout=300):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"run.py {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
+    return proc

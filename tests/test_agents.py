@@ -1,0 +1,105 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+
+def metrics(run_dir, prefix=""):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows
+            if any(k.startswith(prefix) for k in r)]
+
+
+@pytest.mark.parametrize("agent", ["dqn", "c51"])
+def test_agent_learns_chain(agent, chain_config, tmp_path):
+    extra = "num_atoms: 11\n  v_min: -2.0\n  v_max: 2.0" if agent == "c51" else "loss: mse"
+    cfg = chain_config(agent, steps=1600, num_envs=2, extra=extra)
+    out = tmp_path / "run"
+    proc = run_cli("train", cfg, "loop.eval_every=800", "--out", out, check=True)
+    assert "final evaluation" in proc.stdout
+    evals = metrics(out, "eval/episode_return")
+    # optimal return: 5 steps right = 4 * -0.01 + 1 = 0.96; random play mostly truncates
+    assert evals[-1]["eval/episode_return"] == pytest.approx(0.96, abs=1e-4)
+    assert (out / "checkpoints" / "latest.pt").is_file()
+    text = (out / "config.yaml").read_text()
+    assert "git_commit" in text and "packages" in text and "hardware" in text
+    assert list(out.glob("events.out.tfevents*"))
+    eval_out = run_cli("eval", out, "--episodes", "3", check=True).stdout
+    assert "return 0.96 ± 0.00 over 3 episodes" in eval_out
+
+
+def test_minatar_and_replay_ratio_with_many_envs(chain_config, tmp_path):
+    pytest.importorskip("minatar")
+    out = tmp_path / "m"
+    run_cli("train", ROOT / "configs" / "minatar_c51.yaml", "env.num_envs=4", "loop.total_steps=400",
+            "algo.learning_starts=200", "loop.eval_every=0", "loop.eval_steps=100", "loop.log_every=100",
+            "loop.progress=false", "--out", out, check=True)
+    rows = metrics(out, "train/updates")
+    # replay ratio 1/4 is kept with N=4: 200 agent steps after warm-up -> 50 updates (+1 at the boundary)
+    assert rows[-1]["train/updates"] == pytest.approx(51, abs=1)
+    assert "train/loss" in rows[-1]
+
+
+def test_atari_few_steps(tmp_path):
+    out = tmp_path / "a"
+    run_cli("train", ROOT / "configs" / "atari_dqn_adam.yaml", "env.game=pong", "env.num_envs=2",
+            "algo.replay_capacity=2000", "algo.learning_starts=64", "loop.total_steps=160", "loop.eval_every=0",
+            "loop.eval_steps=32", "loop.log_every=80", "loop.progress=false", "--out", out, check=True)
+    rows = metrics(out, "train/loss")
+    assert rows and rows[-1]["train/updates"] > 0
+
+
+def test_same_seed_gives_identical_metrics(chain_config, tmp_path):
+    cfg = chain_config("dqn", steps=500)
+    for name in ("a", "b"):
+        run_cli("train", cfg, "--out", tmp_path / name, check=True)
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    run_cli("train", cfg, "seed=1", "--out", tmp_path / "c", check=True)
+    assert metrics(tmp_path / "a") != metrics(tmp_path / "c")
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(chain_config, tmp_path):
+    cfg = chain_config("c51", steps=3000, extra="num_atoms: 11\n  v_min: -2.0\n  v_max: 2.0")
+    full = tmp_path / "full"
+    run_cli("train", cfg, "--out", full, check=True)
+
+    killed = tmp_path / "killed"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "train", str(cfg), "--out", str(killed)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / "checkpoints" / "latest.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists()
+    interrupted_rows = metrics(killed)
+    assert interrupted_rows[-1]["step"] < 3000, "the run finished before it could be killed"
+
+    run_cli("train", "--resume", killed, check=True)
+    assert metrics(killed) == metrics(full)
+    steps = [r["step"] for r in metrics(killed, "train/epsilon")]
+    assert steps == sorted(set(steps))          # no duplicated or missing log entries
+
+
+def test_ctrl_c_writes_checkpoint(chain_config, tmp_path):
+    cfg = chain_config("dqn", steps=200_000)
+    out = tmp_path / "int"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "train", str(cfg), "loop.checkpoint_every=0",
+                             "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "checkpoint written" in err
+    assert (out / "checkpoints" / "latest.pt").is_file()
