@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def load_train_config(data: dict):
 
 
 def cmd_train(args) -> int:
-    from rlsmooth.config import apply_overrides, load_yaml, to_dict
+    from rlsmooth.config import ConfigError, apply_overrides, load_yaml
     from rlsmooth.rundir import CHECKPOINT, default_run_dir, prepare_new, read_config
 
     if args.resume:
@@ -50,11 +51,14 @@ def cmd_train(args) -> int:
         cfg = load_train_config(data)
         run_dir = Path(args.out) if args.out else default_run_dir(cfg.agent, cfg.env.suite, cfg.env.game, cfg.seed)
         prepare_new(run_dir, args.replace)
-    print(f"run directory: {run_dir}  (tensorboard --logdir {run_dir})", file=sys.stderr)
     try:
         summary = agent_module(cfg.agent).train(cfg, run_dir, resume=bool(args.resume))
     except KeyboardInterrupt:
         return 130
+    except ConfigError:
+        if not args.resume and not (run_dir / "config.yaml").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # created by this call, nothing written yet
+        raise
     if "eval/episode_return" in summary:
         print(f"final evaluation: return {summary['eval/episode_return']:.2f} ± {summary['eval/episode_return_std']:.2f} "
               f"over {int(summary['eval/episodes'])} episodes at step {summary['step']}")

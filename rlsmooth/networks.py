@@ -138,8 +138,13 @@ def select_layers(model: nn.Module, selection: LayerSelection, what: str = "laye
 def layer_input_shapes(model: nn.Module, obs_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
     """Per-sample input shape of each named layer, found with one dummy forward pass."""
     shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [layer.register_forward_pre_hook(lambda m, args, name=name: shapes.setdefault(name, tuple(args[0].shape[1:])))
-             for name, layer in named_layers(model)]
+
+    def record(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            shapes.setdefault(name, tuple(args[0].shape[1:]))
+        return hook
+
+    hooks = [layer.register_forward_pre_hook(record(name)) for name, layer in named_layers(model)]
     try:
         with torch.no_grad():
             model(torch.zeros(1, *obs_shape, dtype=torch.uint8, device=next(model.parameters()).device))

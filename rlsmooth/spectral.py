@@ -59,7 +59,7 @@ class SpectralNorm(nn.Module):
         self.register_buffer("v", _normalize(v))
         self.register_buffer("sigma", torch.ones((), device=weight.device))
         with torch.no_grad():
-            self._power_iterate(weight, 15)   # start from a converged estimate
+            self._power_iterate(weight, 50)   # start from a (nearly) converged estimate
             self.sigma.copy_(self._sigma(weight))
 
     # W v and W^T u for the two kinds of operator

@@ -149,6 +149,8 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume
     learn_from = counters["step"] + algo.learning_starts if (state and "replay" not in state) else algo.learning_starts
 
     logger = Logger(run_dir, counters["step"], loop.total_steps, progress=loop.progress)
+    logger.message(f"{'resuming' if state else 'run directory'}: {run_dir} at step {counters['step']} "
+                   f"(tensorboard --logdir {run_dir})")
     if learner.spectral_layers["normalised"] or learner.spectral_layers["tracked"]:
         logger.message(f"spectral norm on {learner.spectral_layers['normalised'] or 'no layer'}; "
                        f"tracking {learner.spectral_layers['tracked'] or 'no other layer'}")
