@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-AGENT_NAMES = ("dqn", "c51")
+AGENT_NAMES = ("dqn", "c51", "ppo", "a2c")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -70,7 +70,7 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from rlsmooth.evaluate_run import evaluate_run
-    result = evaluate_run(Path(args.run_dir), args.episodes, args.device)
+    result = evaluate_run(Path(args.run_dir), args.episodes, args.device, args.greedy)
     print(result)
     return 0
 
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--greedy", action="store_true", help="greedy policy (epsilon 0 / argmax of pi)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="agent steps/s of the loops and their parts")
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-envs", type=int, default=8)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--steps", type=int, default=2000, help="agent steps timed per measurement")
-    p.add_argument("--spectral", default="none", help="layers to normalise, e.g. fc")
+    p.add_argument("--spectral", default="fc", help="also time the loop with SN on these layers (comma list, or none)")
+    p.add_argument("--repeats", type=int, default=2, help="alternating repetitions of each loop measurement")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=cmd_bench)
 

@@ -20,7 +20,7 @@ from rlsmooth.config import ConfigError, TrainConfig
 from rlsmooth.losses import categorical_loss, categorical_projection
 from rlsmooth.networks import build_q_network
 from rlsmooth.replay import Batch
-from rlsmooth.value_loop import ValueAgent, train_value_agent
+from rlsmooth.value_loop import ValueAgent, load_value_policy, train_value_agent
 
 
 @dataclass
@@ -73,6 +73,10 @@ def loss(net: nn.Module, target: nn.Module, batch: Batch) -> tuple[torch.Tensor,
 
 def value_agent(cfg: TrainConfig) -> ValueAgent:
     return ValueAgent(build, q_values, loss)
+
+
+def load_policy(cfg: TrainConfig, state: dict, env, device: torch.device, greedy: bool = False):
+    return load_value_policy(cfg, value_agent(cfg), state, env, device, greedy)
 
 
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:

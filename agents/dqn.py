@@ -21,7 +21,7 @@ from rlsmooth.config import ConfigError, TrainConfig
 from rlsmooth.losses import double_td_target, q_loss, td_target
 from rlsmooth.networks import build_q_network
 from rlsmooth.replay import Batch
-from rlsmooth.value_loop import ValueAgent, train_value_agent
+from rlsmooth.value_loop import ValueAgent, load_value_policy, train_value_agent
 
 
 @dataclass
@@ -96,6 +96,10 @@ def make_loss(algo: DQNConfig):
 
 def value_agent(cfg: TrainConfig) -> ValueAgent:
     return ValueAgent(build, q_values, make_loss(cfg.algo))
+
+
+def load_policy(cfg: TrainConfig, state: dict, env, device: torch.device, greedy: bool = False):
+    return load_value_policy(cfg, value_agent(cfg), state, env, device, greedy)
 
 
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:

@@ -253,10 +253,24 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
-def load_yaml(path: str | Path) -> dict:
+def deep_merge(base: dict, update: dict) -> dict:
+    """``update`` on top of ``base``; nested mappings merge, everything else replaces."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_yaml(path: str | Path, _seen: tuple = ()) -> dict:
+    """Read a config; a top-level ``base: other.yaml`` (relative to this file) is loaded first."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in _seen:
+        raise ConfigError(f"config {path} includes itself through 'base'")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -265,6 +279,11 @@ def load_yaml(path: str | Path) -> dict:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of config sections")
+    base = data.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: 'base' must be a path to another YAML config")
+        data = deep_merge(load_yaml(path.parent / base, _seen + (path.resolve(),)), data)
     return data
 
 

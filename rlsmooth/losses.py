@@ -52,3 +52,44 @@ def categorical_loss(logits: torch.Tensor, action: torch.Tensor, target_probs: t
     """Cross-entropy between projected target probabilities and the predicted distribution of (s, a)."""
     logits_sa = logits[torch.arange(logits.shape[0], device=logits.device), action]   # (B, atoms)
     return -(target_probs.detach() * F.log_softmax(logits_sa, dim=1)).sum(1).mean()
+
+
+# ---------------------------------------------------------------------------------------
+# Actor-critic
+# ---------------------------------------------------------------------------------------
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor,
+        gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over a (T, N) rollout (Schulman et al. 2016).
+
+    ``dones[t]`` = 1 when the transition at t ends the bootstrap (terminal, or truncation whose
+    bootstrap value was already folded into ``rewards[t]``).  Returns (advantages, returns).
+    """
+    steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(last_value)
+    next_value = last_value
+    for t in reversed(range(steps)):
+        not_done = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * not_done - values[t]
+        running = delta + gamma * lam * not_done * running
+        advantages[t] = running
+        next_value = values[t]
+    return advantages, advantages + values
+
+
+def ppo_policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
+                    clip: float) -> torch.Tensor:
+    """Clipped surrogate objective, as a loss: mean(max(-A r, -A clip(r, 1-c, 1+c)))."""
+    ratio = torch.exp(new_logprob - old_logprob)
+    return torch.max(-advantages * ratio, -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
+
+
+def value_loss(new_value: torch.Tensor, returns: torch.Tensor, old_value: torch.Tensor | None = None,
+               clip: float = 0.0) -> torch.Tensor:
+    """0.5 * mean squared error; with ``clip`` > 0 the PPO clipped value loss (max of both errors)."""
+    unclipped = (new_value - returns).square()
+    if old_value is None or clip <= 0:
+        return 0.5 * unclipped.mean()
+    clipped = old_value + (new_value - old_value).clamp(-clip, clip)
+    return 0.5 * torch.max(unclipped, (clipped - returns).square()).mean()

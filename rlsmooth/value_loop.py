@@ -103,6 +103,24 @@ def epsilon_greedy(q: torch.Tensor, epsilon: float, rng: np.random.Generator) ->
     return greedy
 
 
+def load_value_policy(cfg: TrainConfig, agent: ValueAgent, state: dict, env, device: torch.device,
+                      greedy: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """Epsilon-greedy policy (``loop.eval_epsilon``; 0 if ``greedy``) of a saved value-based run."""
+    from rlsmooth.config import ConfigError
+    learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
+    try:
+        learner.net.load_state_dict(state["net"])
+    except RuntimeError as exc:
+        raise ConfigError(f"checkpoint does not match the run's config.yaml: {str(exc).splitlines()[0]}") from None
+    rng = np.random.default_rng(cfg.seed + 7_777_777)
+    epsilon = 0.0 if greedy else cfg.loop.eval_epsilon
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return epsilon_greedy(agent.q_values(learner.net, torch.from_numpy(obs).to(device)), epsilon, rng)
+    return policy
+
+
 def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume: bool = False) -> dict:
     algo, loop = cfg.algo, cfg.loop
     device = resolve_device(cfg.device)

@@ -1,0 +1,122 @@
+"""PPO (Schulman et al. 2017) for discrete actions; defaults are CleanRL's Atari settings
+(``ppo_atari.py``: 8 envs x 128 steps, 4 minibatches x 4 epochs, Adam 2.5e-4 annealed, eps 1e-5,
+clip 0.1 with value clipping, entropy 0.01, value coef 0.5, max grad norm 0.5, gamma 0.99, lambda 0.95).
+
+Algorithm box
+  build   actor-critic (shared torso by default; ``separate_critic`` gives the critic its own)
+  act     sample a ~ pi(.|s) for all N envs in one forward pass, T steps per rollout
+  update  GAE advantages; for each epoch and minibatch minimise
+          L = clipped surrogate + vf_coef * (clipped) value loss - ent_coef * entropy
+  loop    rlsmooth.actor_critic (shared with A2C)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from rlsmooth.actor_critic import ActorCritic, Rollout, load_policy, train_actor_critic
+from rlsmooth.config import ConfigError, TrainConfig
+from rlsmooth.losses import ppo_policy_loss, value_loss
+from rlsmooth.optim import RhoScaler
+
+
+@dataclass
+class PPOConfig:
+    num_steps: int = 128
+    """Rollout length T per env (agent steps per env between updates)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    num_minibatches: int = 4
+    """Minibatches per epoch (minibatch size = N * T / num_minibatches)."""
+    update_epochs: int = 4
+    """Passes over each rollout."""
+    clip_coef: float = 0.1
+    """Policy ratio clip."""
+    clip_value: bool = True
+    """Clip the value update to +-clip_coef around the rollout's values."""
+    ent_coef: float = 0.01
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+    anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0 over the run."""
+    separate_critic: bool = False
+    """Give the critic its own torso (critic.conv1 ... critic.fc) instead of sharing the actor's."""
+    eval_policy: Literal["sampled", "greedy", "both"] = "sampled"
+    """Evaluation policy: sample from pi, take its argmax, or report both (eval/greedy/...)."""
+
+    def validate(self) -> None:
+        checks = [(self.num_steps >= 1, "algo.num_steps must be >= 1"),
+                  (0.0 <= self.gamma <= 1.0, "algo.gamma must be in [0, 1]"),
+                  (0.0 <= self.gae_lambda <= 1.0, "algo.gae_lambda must be in [0, 1]"),
+                  (self.num_minibatches >= 1, "algo.num_minibatches must be >= 1"),
+                  (self.update_epochs >= 1, "algo.update_epochs must be >= 1"),
+                  (self.clip_coef > 0, "algo.clip_coef must be > 0"),
+                  (self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def check_against(self, cfg: TrainConfig) -> None:
+        if cfg.env.num_envs * self.num_steps < self.num_minibatches:
+            raise ConfigError(f"env.num_envs * algo.num_steps ({cfg.env.num_envs * self.num_steps}) is smaller "
+                              f"than algo.num_minibatches ({self.num_minibatches})")
+
+
+def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler | None, rollout: Rollout,
+           cfg: TrainConfig) -> dict:
+    algo = cfg.algo
+    size = rollout.action.shape[0]
+    minibatch = size // algo.num_minibatches
+    stats = {"pg": 0.0, "v": 0.0, "ent": 0.0, "kl": 0.0, "clipfrac": 0.0}
+    sums = {k: torch.zeros((), device=rollout.value.device) for k in stats}
+    count = 0
+    for _ in range(algo.update_epochs):
+        order = torch.randperm(size, device=rollout.value.device)
+        for start in range(0, minibatch * algo.num_minibatches, minibatch):
+            idx = order[start:start + minibatch]
+            logits, value = net(rollout.obs[idx])
+            dist = torch.distributions.Categorical(logits=logits)
+            logprob = dist.log_prob(rollout.action[idx])
+            adv = rollout.advantage[idx]
+            if algo.norm_adv and len(idx) > 1:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            pg = ppo_policy_loss(logprob, rollout.logprob[idx], adv, algo.clip_coef)
+            v = value_loss(value, rollout.ret[idx], rollout.value[idx], algo.clip_coef if algo.clip_value else 0.0)
+            ent = dist.entropy().mean()
+            loss = pg + algo.vf_coef * v - algo.ent_coef * ent
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if scaler is not None:
+                scaler.before_step(optimizer)
+            if cfg.optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            with torch.no_grad():
+                log_ratio = logprob - rollout.logprob[idx]
+                sums["kl"] += ((log_ratio.exp() - 1) - log_ratio).mean()
+                sums["clipfrac"] += ((log_ratio.exp() - 1).abs() > algo.clip_coef).float().mean()
+                sums["pg"] += pg.detach()
+                sums["v"] += v.detach()
+                sums["ent"] += ent.detach()
+            count += 1
+    values = torch.stack(list(sums.values())).cpu() / count
+    names = {"pg": "train/policy_loss", "v": "train/value_loss", "ent": "train/entropy", "kl": "train/approx_kl",
+             "clipfrac": "train/clipfrac"}
+    return {names[k]: float(x) for k, x in zip(sums, values)}
+
+
+def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
+    return train_actor_critic(cfg, run_dir, update, resume)
+
+
+CONFIG = PPOConfig
+__all__ = ["PPOConfig", "update", "train", "load_policy"]

@@ -1,0 +1,293 @@
+"""Actor-critic network and the on-policy training loop shared by PPO and A2C.
+
+Layers are named by role: ``torso.conv1`` ... ``torso.fc`` (shared by default), ``actor.out``,
+``critic.out``, and with a separate critic network ``critic.conv1`` ... ``critic.fc``.  So
+spectral normalisation can target exactly the critic (``critic.fc``) or shared layers.
+
+One iteration: roll out T steps in N envs (one batched forward pass per step), compute GAE,
+run the agent's update on the N*T batch, anneal the learning rate; log, evaluate and
+checkpoint on agent-step intervals (at iteration boundaries).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlsmooth import checkpoint as ckpt
+from rlsmooth.config import ConfigError, TrainConfig, to_dict
+from rlsmooth.envs import make_vec_env
+from rlsmooth.evaluation import eval_metrics, evaluate
+from rlsmooth.logger import Logger
+from rlsmooth.losses import gae
+from rlsmooth.networks import make_torso, select_layers
+from rlsmooth.optim import RhoScaler, build_optimizer, set_base_lr
+from rlsmooth.rundir import CHECKPOINT, interrupt_guard, provenance, resolve_device, write_config
+from rlsmooth.spectral import apply_spectral, sigma_metrics
+from rlsmooth.value_loop import seed_everything
+
+
+def orthogonal_init(layer: nn.Module, gain: float) -> None:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+
+
+class ActorCritic(nn.Module):
+    """Torso + ``actor.out`` (logits) and ``critic.out`` (value); CleanRL's orthogonal init."""
+
+    def __init__(self, make: Callable[[], nn.Module], num_actions: int, separate_critic: bool, obs_scale: float):
+        super().__init__()
+        self.torso = make()
+        self._torso_forward = type(self.torso).forward
+        self.actor = nn.Module()
+        self.actor.out = nn.Linear(self.torso.out_features, num_actions)
+        self.critic = nn.Module()
+        self.separate_critic = separate_critic
+        if separate_critic:
+            for name, layer in make().named_children():   # critic.conv1 ... critic.fc
+                self.critic.add_module(name, layer)
+        self.critic.out = nn.Linear(self.torso.out_features, 1)
+        self.obs_scale = obs_scale
+        self.output_divisor: Callable[[], torch.Tensor] | None = None
+        self.divout_heads: tuple[str, ...] = ()
+        for name, layer in self.named_modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                gain = 0.01 if name == "actor.out" else 1.0 if name == "critic.out" else 2 ** 0.5
+                orthogonal_init(layer, gain)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = obs.float() * self.obs_scale
+        features = self._torso_forward(self.torso, x)
+        critic_features = self._torso_forward(self.critic, x) if self.separate_critic else features
+        logits = self.actor.out(features)
+        value = self.critic.out(critic_features).squeeze(-1)
+        if self.output_divisor is not None:
+            rho = self.output_divisor().detach()
+            logits = logits / rho if "actor" in self.divout_heads else logits
+            value = value / rho if "critic" in self.divout_heads else value
+        return logits, value
+
+
+def heads_downstream(layers: list[str], separate_critic: bool) -> tuple[str, ...]:
+    """Which heads' outputs a layer feeds: torso layers feed the actor, and the critic if shared."""
+    heads = set()
+    for name in layers:
+        if name.startswith("critic."):
+            heads.add("critic")
+        elif name.startswith("actor."):
+            heads.add("actor")
+        else:
+            heads.update(("actor",) if separate_critic else ("actor", "critic"))
+    return tuple(sorted(heads))
+
+
+def build_actor_critic(cfg: TrainConfig, obs_shape: tuple, num_actions: int) -> ActorCritic:
+    return ActorCritic(lambda: make_torso(cfg.network, cfg.env.suite, obs_shape), num_actions,
+                       cfg.algo.separate_critic, 1.0 / 255.0 if cfg.env.suite == "atari" else 1.0)
+
+
+class Rollout(NamedTuple):
+    obs: torch.Tensor        # (T*N, C, H, W) uint8
+    action: torch.Tensor     # (T*N,)
+    logprob: torch.Tensor    # (T*N,) log pi_old(a|s)
+    value: torch.Tensor      # (T*N,) V_old(s)
+    advantage: torch.Tensor  # (T*N,)
+    ret: torch.Tensor        # (T*N,) advantage + value
+
+
+UpdateFn = Callable[[ActorCritic, torch.optim.Optimizer, "RhoScaler | None", Rollout, TrainConfig], dict]
+
+
+class Model(NamedTuple):
+    net: ActorCritic
+    optimizer: torch.optim.Optimizer
+    scaler: RhoScaler | None
+    estimators: dict
+    layers: dict
+
+
+def build_model(cfg: TrainConfig, obs_shape: tuple, num_actions: int, device: torch.device,
+                message: Callable[[str], None] = print) -> Model:
+    net = build_actor_critic(cfg, obs_shape, num_actions)
+    rho_layers = select_layers(net, cfg.optim.rho_layers, "optim.rho_layers") if cfg.optim.rho_scaling != "none" else []
+    estimators = apply_spectral(net, cfg.spectral, obs_shape, extra_track=rho_layers)
+    net.to(device)
+    optimizer, scaler = build_optimizer(net, cfg.optim, estimators, rho_layers)
+    if cfg.optim.rho_scaling == "divout":
+        net.divout_heads = heads_downstream(rho_layers, cfg.algo.separate_critic)
+    normalised = [n for n, e in estimators.items() if e.normalise]
+    for name in normalised + rho_layers:
+        if heads_downstream([name], cfg.algo.separate_critic) == ("actor", "critic"):
+            message(f"note: layer {name} is shared by actor and critic; normalising or rescaling it changes both")
+    layers = {"normalised": normalised, "tracked": [n for n, e in estimators.items() if not e.normalise],
+              "rho_layers": rho_layers}
+    return Model(net, optimizer, scaler, estimators, layers)
+
+
+def make_policy(net: ActorCritic, device: torch.device, greedy: bool, generator: torch.Generator):
+    def policy(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            logits, _ = net(torch.from_numpy(obs).to(device))
+            if greedy:
+                return logits.argmax(1).cpu().numpy()
+            probs = torch.softmax(logits.float().cpu(), 1)
+            return torch.multinomial(probs, 1, generator=generator).squeeze(1).numpy()
+    return policy
+
+
+def load_policy(cfg: TrainConfig, state: dict, env, device: torch.device, greedy: bool = False):
+    """Policy of a saved actor-critic run, for ``run.py eval``."""
+    model = build_model(cfg, env.obs_shape, env.num_actions, device, message=lambda m: None)
+    try:
+        model.net.load_state_dict(state["net"])
+    except RuntimeError as exc:
+        raise ConfigError(f"checkpoint does not match the run's config.yaml: {str(exc).splitlines()[0]}") from None
+    generator = torch.Generator().manual_seed(cfg.seed + 7_777_777)
+    return make_policy(model.net, device, greedy or cfg.algo.eval_policy == "greedy", generator)
+
+
+def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume: bool = False) -> dict:
+    algo, loop = cfg.algo, cfg.loop
+    device = resolve_device(cfg.device)
+    rng = seed_everything(cfg.seed)
+    state = ckpt.load(run_dir / CHECKPOINT) if resume else None
+    start_step = int(state["step"]) if state else 0
+    n, horizon = cfg.env.num_envs, algo.num_steps
+    env = make_vec_env(cfg.env, n, cfg.seed + start_step, training=True)
+    eval_env = make_vec_env(cfg.env, cfg.env.eval_num_envs, cfg.seed + 1_000_003, training=False)
+    messages: list[str] = []
+    model = build_model(cfg, env.obs_shape, env.num_actions, device, message=messages.append)
+    net, optimizer = model.net, model.optimizer
+    if not resume:
+        meta = provenance(device)
+        meta["protocol"] = cfg.env.protocol if cfg.env.suite == "atari" else None
+        meta["layers"] = model.layers
+        write_config(run_dir, to_dict(cfg), meta)
+
+    batch = n * horizon
+    num_iterations = max(1, loop.total_steps // batch)
+    counters = {"step": 0, "iteration": 0, "next_log": loop.log_every, "next_eval": loop.eval_every or loop.total_steps,
+                "next_checkpoint": loop.checkpoint_every or loop.total_steps, "next_sigma": cfg.spectral.log_every}
+    obs = env.reset()
+    ep_return, ep_length = np.zeros(n), np.zeros(n, np.int64)
+    if state:
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        counters.update(state["counters"])
+        ckpt.set_rng_state(state["rng"], rng)
+        if env.load_state_dict(state["env"]):
+            obs = state["obs"].numpy()
+            ep_return = state["episode_return"].numpy().copy()
+            ep_length = state["episode_length"].numpy().copy()
+
+    logger = Logger(run_dir, counters["step"], num_iterations * batch, progress=loop.progress)
+    logger.message(f"{'resuming' if state else 'run directory'}: {run_dir} at step {counters['step']} "
+                   f"(tensorboard --logdir {run_dir})")
+    for m in messages:
+        logger.message(m)
+    finished_returns: list[float] = []
+    last_time, last_step = time.perf_counter(), counters["step"]
+    last_eval: dict[str, float] = {}
+    obs_buf = torch.zeros((horizon, n, *env.obs_shape), dtype=torch.uint8, device=device)
+    action_buf = torch.zeros((horizon, n), dtype=torch.long, device=device)
+    logprob_buf = torch.zeros((horizon, n), device=device)
+    value_buf = torch.zeros((horizon, n), device=device)
+    reward_buf = torch.zeros((horizon, n), device=device)
+    done_buf = torch.zeros((horizon, n), device=device)
+
+    def save_checkpoint() -> None:
+        ckpt.save_atomic({"step": counters["step"], "counters": dict(counters), "net": net.state_dict(),
+                          "optimizer": optimizer.state_dict(), "rng": ckpt.rng_state(rng), "env": env.state_dict(),
+                          "obs": torch.from_numpy(obs.copy()), "episode_return": torch.from_numpy(ep_return.copy()),
+                          "episode_length": torch.from_numpy(ep_length.copy())}, run_dir / CHECKPOINT)
+
+    def run_eval() -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for greedy in {"sampled": (False,), "greedy": (True,), "both": (False, True)}[algo.eval_policy]:
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + counters["step"])
+            result = evaluate(eval_env, make_policy(net, device, greedy, generator), loop.eval_steps, loop.eval_episodes,
+                              keep_states=0)
+            found = eval_metrics(result, cfg.env.suite, cfg.env.game)
+            if greedy and algo.eval_policy == "both":
+                found = {k.replace("eval/", "eval/greedy/"): v for k, v in found.items()}
+            metrics.update(found)
+        return metrics
+
+    with interrupt_guard() as stop:
+        while counters["iteration"] < num_iterations:
+            set_base_lr(optimizer, cfg.optim.lr * (1.0 - counters["iteration"] / num_iterations if algo.anneal_lr else 1.0))
+            net.eval()   # rollouts neither track gradients nor advance power iteration
+            for t in range(horizon):
+                obs_t = torch.from_numpy(obs).to(device, non_blocking=True)
+                with torch.no_grad():
+                    logits, value = net(obs_t)
+                    dist = torch.distributions.Categorical(logits=logits)
+                    action = dist.sample()
+                obs_buf[t], action_buf[t] = obs_t, action
+                logprob_buf[t], value_buf[t] = dist.log_prob(action), value
+                out = env.step(action.cpu().numpy())
+                reward = out.reward.astype(np.float32)
+                truncated = out.episode_end & ~out.terminal
+                if truncated.any():   # bootstrap through time limits: r + gamma V(final obs)
+                    with torch.no_grad():
+                        _, final_value = net(torch.from_numpy(out.final_obs[truncated]).to(device))
+                    reward[truncated] += algo.gamma * final_value.cpu().numpy()
+                reward_buf[t] = torch.from_numpy(reward).to(device)
+                done_buf[t] = torch.from_numpy((out.terminal | out.episode_end).astype(np.float32)).to(device)
+                ep_return += out.raw_reward
+                ep_length += 1
+                for i in np.flatnonzero(out.episode_end):
+                    finished_returns.append(float(ep_return[i]))
+                    ep_return[i], ep_length[i] = 0.0, 0
+                obs = out.obs
+            with torch.no_grad():
+                _, last_value = net(torch.from_numpy(obs).to(device))
+            advantage, ret = gae(reward_buf, value_buf, done_buf, last_value, algo.gamma, algo.gae_lambda)
+            rollout = Rollout(obs_buf.flatten(0, 1), action_buf.flatten(), logprob_buf.flatten(), value_buf.flatten(),
+                              advantage.flatten(), ret.flatten())
+            net.train()
+            update_metrics = update(net, optimizer, model.scaler, rollout, cfg)
+            counters["iteration"] += 1
+            counters["step"] = step = counters["step"] + batch
+            logger.progress(step)
+
+            if step >= counters["next_log"] or counters["iteration"] == num_iterations:
+                now = time.perf_counter()
+                metrics = {"time/sps": (step - last_step) / max(now - last_time, 1e-9),
+                           "train/lr": optimizer.param_groups[0]["base_lr"]}
+                last_time, last_step = now, step
+                metrics.update({k: float(v) for k, v in update_metrics.items()})
+                if finished_returns:
+                    metrics["train/episode_return"] = float(np.mean(finished_returns))
+                    metrics["train/episodes"] = len(finished_returns)
+                    finished_returns.clear()
+                if step >= counters["next_sigma"] or counters["iteration"] == num_iterations:
+                    metrics.update(sigma_metrics(model.estimators))
+                    while counters["next_sigma"] <= step:
+                        counters["next_sigma"] += cfg.spectral.log_every
+                logger.write(step, metrics)
+                while counters["next_log"] <= step:
+                    counters["next_log"] += loop.log_every
+            if step >= counters["next_eval"] or counters["iteration"] == num_iterations:
+                last_eval = run_eval()
+                logger.write(step, last_eval)
+                while counters["next_eval"] <= step:
+                    counters["next_eval"] += loop.eval_every or loop.total_steps
+            if step >= counters["next_checkpoint"] or counters["iteration"] == num_iterations:
+                save_checkpoint()
+                while counters["next_checkpoint"] <= step:
+                    counters["next_checkpoint"] += loop.checkpoint_every or loop.total_steps
+            if stop.requested:
+                save_checkpoint()
+                logger.message(f"interrupted at step {step}: checkpoint written; "
+                               f"continue with: python run.py train --resume {run_dir}")
+                logger.close()
+                raise KeyboardInterrupt
+    logger.close()
+    env.close()
+    eval_env.close()
+    return {"step": counters["step"], **last_eval}

@@ -1,0 +1,157 @@
+"""``run.py bench``: agent steps/s of the value-based loops and of their parts.
+
+Every figure in one report comes from the same process on the same machine, so ratios
+(e.g. SN on ``fc`` against no SN) are taken side by side.  Loop measurements alternate the
+variants and repeat them, and report the median.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlsmooth.config import parse_train_config
+from rlsmooth.envs import make_vec_env
+from rlsmooth.logger import read_metrics
+from rlsmooth.replay import FrameReplay
+from rlsmooth.rundir import resolve_device
+from rlsmooth.value_loop import build_learner, epsilon_greedy, update_step
+
+DEFAULT_GAMES = {"atari": "breakout", "minatar": "breakout", "test": "chain"}
+
+
+def bench_config(agent: str, suite: str, game: str, num_envs: int, device: str, steps: int, spectral: str):
+    import run
+    base = {"atari": "atari_c51.yaml" if agent == "c51" else "atari_dqn_adam.yaml",
+            "minatar": f"minatar_{agent}.yaml", "test": f"minatar_{agent}.yaml"}[suite]
+    from rlsmooth.config import load_yaml
+    data = load_yaml(Path(run.__file__).parent / "configs" / base)
+    warmup = max(1000, 2 * 32 * num_envs)
+    data["env"].update({"suite": suite, "game": game, "num_envs": num_envs, "eval_num_envs": 1})
+    data["device"] = device
+    data["algo"].update({"replay_capacity": max(20_000, 4 * warmup), "learning_starts": warmup})
+    data["spectral"] = {"layers": [] if spectral == "none" else [s for s in spectral.split(",") if s],
+                        "log_every": 10 ** 9}
+    if suite == "test":
+        data["network"] = {"kind": "minatar"}
+    data["loop"] = {"total_steps": warmup + steps, "eval_every": 0, "eval_steps": 1, "log_every": max(steps // 4, num_envs),
+                    "checkpoint_every": 0, "save_replay": False, "progress": False}
+    return run.load_train_config(data), warmup
+
+
+def _rate(fn, seconds: float = 2.0, min_calls: int = 5) -> float:
+    """Calls per second of ``fn`` over about ``seconds``."""
+    fn()
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    return calls / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
+    import importlib
+    device = resolve_device(cfg.device)
+    agent = importlib.import_module(f"agents.{cfg.agent}").value_agent(cfg)
+    n = cfg.env.num_envs
+    env = make_vec_env(cfg.env, n, cfg.seed, training=True)
+    obs = env.reset()
+    rng = np.random.default_rng(0)
+    results = {}
+
+    def env_step():
+        nonlocal obs
+        obs = env.step(rng.integers(0, env.num_actions, n)).obs
+    results["env_steps_per_s"] = n * _rate(env_step, seconds)
+
+    learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
+
+    def act():
+        with torch.no_grad():
+            epsilon_greedy(agent.q_values(learner.net, torch.from_numpy(obs).to(device)), 0.01, rng)
+    results["act_steps_per_s"] = n * _rate(act, seconds)
+
+    c = env.frame_channels
+    replay = FrameReplay(cfg.algo.replay_capacity, n, (c, *env.obs_shape[1:]), env.obs_shape[0] // c,
+                         cfg.algo.n_step, cfg.algo.gamma, seed=0)
+    replay.start(obs[:, -c:])
+    for _ in range(max(200, 4 * cfg.algo.batch_size // n)):
+        out = env.step(rng.integers(0, env.num_actions, n))
+        replay.add(rng.integers(0, env.num_actions, n), out.reward, out.terminal, out.episode_end,
+                   out.obs[:, -c:], out.final_obs[:, -c:])
+    results["replay_samples_per_s"] = _rate(lambda: replay.sample(cfg.algo.batch_size, device), seconds)
+    batch = replay.sample(cfg.algo.batch_size, device)
+
+    def update():
+        update_step(learner, agent, batch, cfg.optim.grad_clip)
+        _sync(device)
+    results["updates_per_s"] = _rate(update, seconds)
+    # at the replay ratio, an agent step costs 1 act/N + ratio * (sample + update)
+    results["update_bound_steps_per_s"] = results["updates_per_s"] / cfg.algo.replay_ratio
+    env.close()
+    return results
+
+
+def bench_loop(cfg, warmup: int) -> float:
+    """Agent steps/s of the whole training loop after warm-up (updates running)."""
+    import importlib
+    module = importlib.import_module(f"agents.{cfg.agent}")
+    with tempfile.TemporaryDirectory() as tmp:
+        module.train(cfg, Path(tmp))
+        rows = [r for r in read_metrics(Path(tmp) / "metrics.jsonl") if "time/sps" in r and r["step"] > warmup]
+    # skip the first interval, which holds the warm-up boundary
+    rates = [r["time/sps"] for r in rows[1:]] or [r["time/sps"] for r in rows]
+    return statistics.median(rates)
+
+
+def run_bench(args) -> dict:
+    device = resolve_device(args.device)
+    suite = args.suite
+    game = args.game or DEFAULT_GAMES[suite]
+    agents = ["dqn", "c51"] if args.agent == "all" else [args.agent]
+    report = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+              "num_envs": args.num_envs, "suite": suite, "game": game, "torch_threads": torch.get_num_threads(),
+              "agents": {}}
+    print(f"bench: {suite}/{game}, N={args.num_envs}, device={device}"
+          + (f" ({report['gpu']})" if report["gpu"] else "") + f", torch threads {report['torch_threads']}")
+    for agent in agents:
+        cfg, warmup = bench_config(agent, suite, game, args.num_envs, args.device, args.steps, "none")
+        parts = bench_parts(cfg)
+        variants = {"plain": cfg}
+        if args.spectral != "none":
+            variants[f"sn[{args.spectral}]"] = bench_config(agent, suite, game, args.num_envs, args.device,
+                                                            args.steps, args.spectral)[0]
+        loop: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.repeats):           # alternate variants: drift hits both alike
+            for name, c in variants.items():
+                loop[name].append(bench_loop(c, warmup))
+        entry = {**{k: round(v, 1) for k, v in parts.items()},
+                 "loop_steps_per_s": {k: round(statistics.median(v), 1) for k, v in loop.items()}}
+        if len(variants) == 2:
+            plain, sn = (statistics.median(v) for v in loop.values())
+            entry["sn_slowdown"] = round(1.0 - sn / plain, 4)
+        report["agents"][agent] = entry
+        print(f"  {agent}: loop {entry['loop_steps_per_s']} agent steps/s"
+              + (f" (SN slowdown {100 * entry['sn_slowdown']:.1f}%)" if "sn_slowdown" in entry else ""))
+        print(f"        env {entry['env_steps_per_s']:.0f} steps/s | act {entry['act_steps_per_s']:.0f} steps/s | "
+              f"sample {entry['replay_samples_per_s']:.0f} batches/s | update {entry['updates_per_s']:.0f}/s "
+              f"(bounds the loop at {entry['update_bound_steps_per_s']:.0f} steps/s)")
+    report["host_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if device.type == "cuda":
+        report["gpu_max_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    print(f"  host max RSS {report['host_max_rss_mb']} MB"
+          + (f", GPU max memory {report['gpu_max_memory_mb']} MB" if device.type == "cuda" else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report
