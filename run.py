@@ -26,11 +26,26 @@ def algo_classes() -> dict[str, type]:
 
 
 def load_train_config(data: dict):
+    """Validate a config fully: keys, types, values, game id and layer selectors."""
     from rlsmooth.config import parse_train_config
     from rlsmooth.envs import check_game
     cfg = parse_train_config(data, algo_classes())
     check_game(cfg.env)
+    check_layers(cfg)
     return cfg
+
+
+def check_layers(cfg) -> None:
+    """Resolve every layer selector against the agent's network (built on the CPU, then dropped)."""
+    from rlsmooth.envs import make_vec_env
+    from rlsmooth.networks import select_layers
+    env = make_vec_env(cfg.env, 1, cfg.seed, training=False)
+    net = agent_module(cfg.agent).build(cfg, env.obs_shape, env.num_actions)
+    env.close()
+    select_layers(net, cfg.spectral.layers, "spectral.layers")
+    select_layers(net, cfg.spectral.track, "spectral.track")
+    if cfg.optim.rho_scaling != "none":
+        select_layers(net, cfg.optim.rho_layers, "optim.rho_layers")
 
 
 def cmd_train(args) -> int:
@@ -65,13 +80,36 @@ def cmd_train(args) -> int:
     elif "eval/episodes" in summary:
         print(f"final evaluation: no episode finished within loop.eval_steps={cfg.loop.eval_steps} agent steps")
     print(f"logs: {run_dir / 'metrics.jsonl'}  checkpoint: {run_dir / CHECKPOINT}")
+    write_summary(run_dir, summary)
     return 0
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    """Marks a run as finished (sweeps skip it); written atomically."""
+    import json
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps({k: float(v) for k, v in summary.items()}, indent=1))
+    tmp.replace(run_dir / "summary.json")
 
 
 def cmd_eval(args) -> int:
     from rlsmooth.evaluate_run import evaluate_run
     result = evaluate_run(Path(args.run_dir), args.episodes, args.device, args.greedy)
     print(result)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from rlsmooth.sweep import load_sweep, run_sweep
+    if args.workers < 1:
+        raise_config("--workers must be >= 1")
+    cells = run_sweep(load_sweep(args.sweep, args.out), args.backend, args.workers, args.dry_run, args.address)
+    return 1 if any(c.state.startswith("failed") for c in cells) else 0
+
+
+def cmd_compare(args) -> int:
+    from rlsmooth.report import compare
+    compare([Path(p) for p in args.dirs], Path(args.out), baseline=args.baseline, reps=args.reps)
     return 0
 
 
@@ -104,6 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--greedy", action="store_true", help="greedy policy (epsilon 0 / argmax of pi)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sweep", help="run games x seeds x variants, one run directory per cell")
+    p.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"])
+    p.add_argument("--workers", type=int, default=1, help="local backend: runs at a time")
+    p.add_argument("--address", default=None, help="ray backend: cluster address (default: start a local Ray)")
+    p.add_argument("--out", default=None, help="sweep directory (default: the sweep file's 'out')")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("compare", help="tables, aggregates and plots from run or sweep directories")
+    p.add_argument("dirs", nargs="+", help="run directories or sweep directories (searched recursively)")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--baseline", default="baseline", help="variant that others are compared against")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for confidence intervals")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("bench", help="agent steps/s of the loops and their parts")
     p.add_argument("--agent", default="all", choices=["all", *AGENT_NAMES])

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from rlsmooth.actor_critic import ActorCritic, Rollout, load_policy, train_actor_critic
+from rlsmooth.actor_critic import ActorCritic, Rollout, build_actor_critic, load_policy, train_actor_critic
 from rlsmooth.config import ConfigError, TrainConfig
 from rlsmooth.losses import value_loss
 from rlsmooth.optim import RhoScaler
@@ -77,9 +77,13 @@ def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler
     return dict(zip(("train/policy_loss", "train/value_loss", "train/entropy"), values))
 
 
+def build(cfg: TrainConfig, obs_shape: tuple, num_actions: int) -> ActorCritic:
+    return build_actor_critic(cfg, obs_shape, num_actions)
+
+
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
     return train_actor_critic(cfg, run_dir, update, resume)
 
 
 CONFIG = A2CConfig
-__all__ = ["A2CConfig", "update", "train", "load_policy"]
+__all__ = ["A2CConfig", "build", "update", "train", "load_policy"]

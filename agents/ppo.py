@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from rlsmooth.actor_critic import ActorCritic, Rollout, load_policy, train_actor_critic
+from rlsmooth.actor_critic import ActorCritic, Rollout, build_actor_critic, load_policy, train_actor_critic
 from rlsmooth.config import ConfigError, TrainConfig
 from rlsmooth.losses import ppo_policy_loss, value_loss
 from rlsmooth.optim import RhoScaler
@@ -114,9 +114,13 @@ def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler
     return {names[k]: float(x) for k, x in zip(sums, values)}
 
 
+def build(cfg: TrainConfig, obs_shape: tuple, num_actions: int) -> ActorCritic:
+    return build_actor_critic(cfg, obs_shape, num_actions)
+
+
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
     return train_actor_critic(cfg, run_dir, update, resume)
 
 
 CONFIG = PPOConfig
-__all__ = ["PPOConfig", "update", "train", "load_policy"]
+__all__ = ["PPOConfig", "build", "update", "train", "load_policy"]

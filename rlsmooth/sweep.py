@@ -1,0 +1,218 @@
+"""``run.py sweep``: every cell of games x seeds x variants (x any config key) in its own run dir.
+
+Sweep YAML::
+
+    base: ../minatar_dqn.yaml          # config every cell starts from (relative to this file)
+    out: runs/sweeps/minatar_ablation  # sweep directory (relative to the working directory)
+    set:                               # overrides for every cell
+      loop.total_steps: 200_000
+    axes:
+      game: [breakout, space_invaders] # shorthand for env.game
+      seed: [0, 1]
+      variant:                         # named groups of overrides
+        baseline: {}
+        sn_fc: {spectral.layers: [fc]}
+        lr_grad: {optim.rho_scaling: lr+grad}
+      optim.lr: [1.0e-4, 3.0e-4]       # any other config key
+    resources: {num_gpus: 0.25, num_cpus: 1}   # per run, for --backend ray
+
+Each cell runs ``run.py train`` in a subprocess, so one failing run cannot stop the others.
+Re-running a sweep skips finished cells (``summary.json`` present), resumes cells that have a
+checkpoint, and restarts cells that failed before their first checkpoint.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rlsmooth.config import ConfigError, apply_overrides, load_yaml
+from rlsmooth.rundir import CHECKPOINT, CONFIG_FILE
+
+SUMMARY = "summary.json"
+CELL_FILE = "sweep_cell.json"
+SHORTHAND = {"game": "env.game", "seed": "seed", "agent": "agent"}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Cell:
+    name: str
+    axes: dict                      # axis -> value label, e.g. {"game": "pong", "variant": "sn_fc", "seed": 0}
+    overrides: list[str]
+    run_dir: Path
+    state: str = "pending"          # pending | done | resume | restart
+    result: str = ""
+    final_return: float | None = None
+    log: Path | None = field(default=None)
+
+
+@dataclass
+class Sweep:
+    path: Path
+    base: Path
+    out: Path
+    cells: list[Cell]
+    resources: dict
+
+
+def _override(key: str, value) -> str:
+    return f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
+
+
+def load_sweep(path: str | Path, out: str | None = None) -> Sweep:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file not found: {path}")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse YAML {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: a sweep is a mapping with base, axes, set, out, resources")
+    unknown = sorted(set(spec) - {"base", "axes", "set", "out", "resources"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown sweep key '{unknown[0]}' (valid: axes, base, out, resources, set)")
+    if "base" not in spec:
+        raise ConfigError(f"{path}: a sweep needs 'base: CONFIG.yaml'")
+    base = (path.parent / spec["base"]).resolve()
+    load_yaml(base)  # fail early on a missing or broken base config
+    axes = spec.get("axes") or {}
+    if not isinstance(axes, dict) or not axes:
+        raise ConfigError(f"{path}: 'axes' must map axis names to lists (or, for 'variant', to named overrides)")
+    common = [_override(k, v) for k, v in (spec.get("set") or {}).items()]
+    names, choices = [], []
+    for axis, values in axes.items():
+        if axis == "variant":
+            if not isinstance(values, dict) or not values:
+                raise ConfigError(f"{path}: 'variant' must map variant names to override mappings")
+            options = []
+            for vname, vset in values.items():
+                if vset is not None and not isinstance(vset, dict):
+                    raise ConfigError(f"{path}: variant '{vname}' must be a mapping of overrides")
+                options.append((str(vname), [_override(k, v) for k, v in (vset or {}).items()]))
+        else:
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{path}: axis '{axis}' must be a non-empty list")
+            key = SHORTHAND.get(axis, axis)
+            options = [(v, [_override(key, v)]) for v in values]
+        names.append(axis)
+        choices.append(options)
+    sweep_out = Path(out or spec.get("out") or Path("runs") / "sweeps" / path.stem)
+    cells = []
+    for combo in itertools.product(*choices):
+        labels = {axis: value for axis, (value, _) in zip(names, combo)}
+        name = "__".join(f"{axis}={value}" for axis, value in labels.items()).replace("/", "_")
+        overrides = common + [o for _, ovs in combo for o in ovs]
+        cells.append(Cell(name, labels, overrides, sweep_out / name))
+    for cell in cells:  # validate every cell's config before running anything
+        import run
+        run.load_train_config(apply_overrides(load_yaml(base), list(cell.overrides)))
+    return Sweep(path, base, sweep_out, cells, spec.get("resources") or {})
+
+
+def cell_state(run_dir: Path) -> str:
+    if (run_dir / SUMMARY).is_file():
+        return "done"
+    if (run_dir / CHECKPOINT).is_file():
+        return "resume"
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        return "restart"
+    return "pending"
+
+
+def cell_command(cell: Cell, base: Path) -> list[str]:
+    if cell.state == "resume":
+        return [sys.executable, str(ROOT / "run.py"), "train", "--resume", str(cell.run_dir)]
+    command = [sys.executable, str(ROOT / "run.py"), "train", str(base), *cell.overrides, "loop.progress=false",
+               "--out", str(cell.run_dir)]
+    return command + (["--replace"] if cell.state == "restart" else [])
+
+
+def run_cell_process(command: list[str], log: str, cell_json: str, run_dir: str, axes: dict) -> tuple[int, str]:
+    """Run one cell as a subprocess (also the body of the Ray task); returns (exit code, last line)."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(command) + "\n")
+        f.flush()
+        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, cwd=str(ROOT),
+                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    if Path(run_dir).is_dir():
+        Path(cell_json).write_text(json.dumps(axes))
+    lines = [l for l in Path(log).read_text().splitlines() if l.strip()]
+    return code, (lines[-1] if lines else "")
+
+
+def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: bool = False,
+              ray_address: str | None = None) -> list[Cell]:
+    for cell in sweep.cells:
+        cell.state = cell_state(cell.run_dir)
+        cell.log = sweep.out / "logs" / f"{cell.name}.log"
+    todo = [c for c in sweep.cells if c.state != "done"]
+    if dry_run:
+        for cell in sweep.cells:
+            print(f"{cell.state:8s} {cell.name}  ->  {cell.run_dir}")
+        print(f"{len(sweep.cells)} cells, {len(todo)} to run")
+        return sweep.cells
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(cell_command(c, sweep.base), str(c.log), str(c.run_dir / CELL_FILE), str(c.run_dir), c.axes) for c in todo]
+    if backend == "ray":
+        results = _run_ray(jobs, sweep.resources, ray_address)
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:   # threads only wait on subprocesses
+            results = list(pool.map(lambda job: run_cell_process(*job), jobs))
+    for cell, (code, last) in zip(todo, results):
+        started = cell.state
+        cell.state = ("resumed" if started == "resume" else "finished") if code == 0 else f"failed ({code})"
+        cell.result = last
+    for cell in sweep.cells:
+        cell.final_return = final_eval_return(cell.run_dir)
+        if cell.state == "done":
+            cell.state = "skipped (done)"
+    print_summary(sweep.cells)
+    return sweep.cells
+
+
+def _run_ray(jobs: list, resources: dict, address: str | None) -> list[tuple[int, str]]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray: pip install -e '.[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    task = ray.remote(num_cpus=resources.get("num_cpus", 1), num_gpus=resources.get("num_gpus", 0))(run_cell_process)
+    return ray.get([task.remote(*job) for job in jobs])
+
+
+def final_eval_return(run_dir: Path) -> float | None:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    value = None
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "eval/episode_return" in record:
+            value = record["eval/episode_return"]
+    return value
+
+
+def print_summary(cells: list[Cell]) -> None:
+    width = max(len(c.name) for c in cells)
+    print(f"{'cell':{width}s}  {'state':16s}  final eval return")
+    for c in cells:
+        ret = f"{c.final_return:.2f}" if c.final_return is not None else "-"
+        print(f"{c.name:{width}s}  {c.state:16s}  {ret}")
+    failed = [c for c in cells if c.state.startswith("failed")]
+    for c in failed:
+        print(f"failed: {c.name}: {c.result}  (log: {c.log})")

@@ -1,0 +1,166 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli
+from rlsmooth.report import compare, load_run
+from rlsmooth.scores import REFERENCE_SCORES, human_normalized
+
+SWEEP = """
+base: {base}
+out: {out}
+set:
+  loop.total_steps: 200
+  loop.eval_every: 100
+axes:
+  variant:
+    baseline: {{}}
+    sn_fc: {{spectral.layers: [fc]}}
+  seed: [0, 1]
+"""
+
+
+def make_sweep(tmp_path, chain_config):
+    base = chain_config(steps=200)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP.format(base=base, out=tmp_path / "sweep_out"))
+    return path
+
+
+def test_reference_scores_table():
+    assert len(REFERENCE_SCORES) == 57
+    assert REFERENCE_SCORES["pong"] == (-20.7, 14.6)
+    assert REFERENCE_SCORES["breakout"] == (1.7, 30.5)
+    assert REFERENCE_SCORES["montezuma_revenge"] == (0.0, 4753.3)
+    assert human_normalized("pong", 14.6) == pytest.approx(1.0)
+    assert human_normalized("breakout", 1.7) == pytest.approx(0.0)
+    assert math.isnan(human_normalized("chain", 1.0))
+
+
+def test_local_sweep_runs_skips_and_resumes(tmp_path, chain_config):
+    sweep = make_sweep(tmp_path, chain_config)
+    dry = run_cli("sweep", sweep, "--dry-run", check=True).stdout
+    assert "4 cells, 4 to run" in dry
+    proc = run_cli("sweep", sweep, "--workers", "2", check=True)
+    out = tmp_path / "sweep_out"
+    cells = sorted(p.name for p in out.iterdir() if p.name != "logs")
+    assert cells == ["variant=baseline__seed=0", "variant=baseline__seed=1",
+                     "variant=sn_fc__seed=0", "variant=sn_fc__seed=1"]
+    assert proc.stdout.count("finished") == 4
+    # a second run skips everything; an interrupted cell (no summary.json) is resumed
+    (out / "variant=sn_fc__seed=1" / "summary.json").unlink()
+    proc = run_cli("sweep", sweep, check=True)
+    assert proc.stdout.count("skipped (done)") == 3 and proc.stdout.count("resumed") == 1
+    # the report reads the sweep
+    report = tmp_path / "report"
+    run_cli("compare", out, "--out", report, "--reps", "200", check=True)
+    text = (report / "report.md").read_text()
+    assert "| chain | sn_fc | 2 |" in text and "Probability of improvement" in text
+    for png in ("learning_curves.png", "sigma_curves.png"):
+        assert (report / png).stat().st_size > 5000
+
+
+def test_failing_cell_does_not_stop_the_others(tmp_path, chain_config):
+    sweep = make_sweep(tmp_path, chain_config)
+    spec = yaml.safe_load(sweep.read_text())
+    spec["axes"]["variant"]["broken"] = {"optim.rho_layers": ["nope"], "optim.rho_scaling": "lr"}
+    sweep.write_text(yaml.safe_dump(spec))
+    # bad cells are caught before anything runs
+    proc = run_cli("sweep", sweep)
+    assert proc.returncode == 2 and "unknown layer 'nope'" in proc.stderr
+    # a run that fails at run time is reported, the rest finish: block two cells' directories
+    del spec["axes"]["variant"]["broken"]
+    sweep.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "sweep_out"
+    out.mkdir()
+    for seed in (0, 1):
+        (out / f"seed={seed}__variant=sn_fc").write_text("not a run directory")
+    proc = run_cli("sweep", sweep, "--workers", "2")
+    assert proc.returncode == 1
+    assert proc.stdout.count("finished") == 2 and proc.stdout.count("failed (2)") == 2
+    assert "does not look like an rlsmooth run directory" in proc.stdout
+
+
+def test_ray_backend_runs_the_same_cells(tmp_path, chain_config):
+    pytest.importorskip("ray")
+    sweep = make_sweep(tmp_path, chain_config)
+    proc = run_cli("sweep", sweep, "--backend", "ray", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "sweep_out"
+    assert all((out / c / "summary.json").is_file() for c in ("variant=baseline__seed=0", "variant=sn_fc__seed=1"))
+
+
+def synthetic_run(root, name, game, variant, seed, returns, suite="atari", sigma=None):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({"agent": "c51", "seed": seed, "env": {"suite": suite, "game": game}}))
+    (d / "sweep_cell.json").write_text(json.dumps({"variant": variant}))
+    with open(d / "metrics.jsonl", "w") as f:
+        for i, r in enumerate(returns):
+            rec = {"step": 1000 * (i + 1), "eval/episode_return": r}
+            if sigma is not None:
+                rec["spectral/sigma/fc"] = sigma + i
+            f.write(json.dumps(rec) + "\n")
+    return d
+
+
+def test_report_aggregates_against_independent_computation(tmp_path):
+    rng = np.random.default_rng(0)
+    games = ["pong", "breakout", "seaquest", "asterix"]
+    finals = {}
+    for v in ("baseline", "sn_fc"):
+        for g in games:
+            for seed in range(3):
+                score = float(rng.uniform(REFERENCE_SCORES[g][0], REFERENCE_SCORES[g][1]))
+                finals[(v, g, seed)] = score
+                synthetic_run(tmp_path / "runs", f"{g}-{v}-{seed}", g, v, seed, [0.0, score], sigma=2.0)
+    # malformed and incomplete runs are reported and skipped
+    bad = synthetic_run(tmp_path / "runs", "bad", "pong", "baseline", 9, [1.0])
+    (bad / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    (tmp_path / "runs" / "empty").mkdir()
+    (tmp_path / "runs" / "empty" / "config.yaml").write_text("agent: c51\n")
+
+    result = compare([tmp_path / "runs"], tmp_path / "rep", reps=500)
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "malformed metrics.jsonl line 2" in text and "empty: unreadable config.yaml" in text
+    # per-game mean and t interval over seeds
+    from scipy import stats
+    vals = np.array([finals[("sn_fc", "pong", s)] for s in range(3)])
+    n, mean, lo, hi = result["table"][("pong", "sn_fc")]
+    half = stats.t.ppf(0.975, 2) * vals.std(ddof=1) / np.sqrt(3)
+    assert n == 3 and mean == pytest.approx(vals.mean()) and (lo, hi) == pytest.approx((mean - half, mean + half))
+    # aggregates of human-normalised scores
+    for v in ("baseline", "sn_fc"):
+        hns = np.array([[human_normalized(g, finals[(v, g, s)]) for g in games] for s in range(3)])
+        agg = result["aggregates"][v]
+        assert agg["mean"][0] == pytest.approx(hns.mean())
+        assert agg["median"][0] == pytest.approx(np.median(hns.mean(axis=0)))
+        flat = np.sort(hns.ravel())
+        assert agg["iqm"][0] == pytest.approx(flat[3:9].mean())   # middle 50% of 12 scores
+        for name in ("mean", "median", "iqm"):
+            point, low, high = agg[name]
+            assert low <= point <= high
+    # probability of improvement: P(X > Y) over seed pairs, averaged over games
+    poi = np.mean([np.mean([[1.0 if finals[("sn_fc", g, i)] > finals[("baseline", g, j)] else
+                             0.5 if finals[("sn_fc", g, i)] == finals[("baseline", g, j)] else 0.0
+                             for j in range(3)] for i in range(3)]) for g in games])
+    assert result["improvement"]["sn_fc"][0] == pytest.approx(poi)
+    csv_text = (tmp_path / "rep" / "scores.csv").read_text()
+    assert csv_text.count("\n") == 1 + 24
+
+
+def test_identical_seeds_give_zero_width_interval(tmp_path):
+    for seed in range(3):
+        synthetic_run(tmp_path / "r", f"s{seed}", "pong", "baseline", seed, [5.0])
+    result = compare([tmp_path / "r"], tmp_path / "rep", reps=200)
+    assert result["table"][("pong", "baseline")][2:] == pytest.approx((5.0, 5.0))
+    point, lo, hi = result["aggregates"]["baseline"]["mean"]
+    assert lo == pytest.approx(point) and hi == pytest.approx(point)
+
+
+def test_compare_with_no_runs_is_one_line_error(tmp_path):
+    proc = run_cli("compare", tmp_path, "--out", tmp_path / "rep")
+    assert proc.returncode == 2 and "no usable runs" in proc.stderr
