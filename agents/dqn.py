@@ -71,6 +71,10 @@ class DQNConfig:
         per_env = self.replay_capacity // cfg.env.num_envs
         if per_env < 4 * cfg.env.frame_stack + self.n_step + 2:
             raise ConfigError(f"algo.replay_capacity {self.replay_capacity} is too small for {cfg.env.num_envs} envs")
+        needed = max(self.batch_size, cfg.env.num_envs * (self.n_step + cfg.env.frame_stack + 2))
+        if self.learning_starts < needed:
+            raise ConfigError(f"algo.learning_starts must be >= {needed} (a batch, and n-step + frame-stack "
+                              f"history in every env)")
 
 
 def build(cfg: TrainConfig, obs_shape: tuple, num_actions: int) -> nn.Module:

@@ -94,8 +94,16 @@ class AtariVecEnv:
         self._lives = np.asarray(info["lives"], dtype=np.int64).copy()
         return obs
 
+    def send(self, actions: np.ndarray) -> None:
+        """Start stepping in ale-py's C++ threads; the caller may work until ``recv``."""
+        self._env.send(actions.astype(np.int64, copy=False))
+
     def step(self, actions: np.ndarray) -> Step:
-        obs, reward, terminated, truncated, info = self._env.step(actions.astype(np.int64, copy=False))
+        self.send(actions)
+        return self.recv()
+
+    def recv(self) -> Step:
+        obs, reward, terminated, truncated, info = self._env.recv()
         raw = np.asarray(reward, dtype=np.float32)
         episode_end = terminated | truncated
         lives = np.asarray(info["lives"], dtype=np.int64)
@@ -142,6 +150,12 @@ class MinAtarVecEnv:
         for env in self._envs:
             env.reset()
         return np.stack([self._obs(env) for env in self._envs])
+
+    def send(self, actions: np.ndarray) -> None:
+        self._pending = actions
+
+    def recv(self) -> Step:
+        return self.step(self._pending)
 
     def step(self, actions: np.ndarray) -> Step:
         n = self.num_envs
@@ -199,6 +213,12 @@ class ChainVecEnv:
         self._pos[:] = 0
         self._t[:] = 0
         return self._obs()
+
+    def send(self, actions: np.ndarray) -> None:
+        self._pending = actions
+
+    def recv(self) -> Step:
+        return self.step(self._pending)
 
     def step(self, actions: np.ndarray) -> Step:
         move = np.where(actions == 1, 1, -1)

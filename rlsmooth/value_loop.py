@@ -211,7 +211,18 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume
             with torch.no_grad():
                 q = agent.q_values(net, torch.from_numpy(obs).to(device, non_blocking=True))
             actions = epsilon_greedy(q, epsilon, rng)
-            out = env.step(actions)
+            env.send(actions)
+            # learn while the emulators step; this step's transition joins the replay right after
+            if step >= learn_from:
+                counters["update_credit"] += n * algo.replay_ratio
+                while counters["update_credit"] >= 1.0:
+                    loss, q_mean = update_step(learner, agent, replay.sample(algo.batch_size, device), cfg.optim.grad_clip)
+                    loss_sum += loss
+                    q_sum += q_mean
+                    loss_count += 1
+                    counters["update_credit"] -= 1.0
+                    counters["updates"] += 1
+            out = env.recv()
             replay.add(actions, out.reward, out.terminal, out.episode_end, out.obs[:, -channels:],
                        out.final_obs[:, -channels:])
             ep_return += out.raw_reward
@@ -223,18 +234,9 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume
             obs = out.obs
             counters["step"] = step = step + n
 
-            if step >= learn_from:
-                counters["update_credit"] += n * algo.replay_ratio
-                while counters["update_credit"] >= 1.0:
-                    loss, q_mean = update_step(learner, agent, replay.sample(algo.batch_size, device), cfg.optim.grad_clip)
-                    loss_sum += loss
-                    q_sum += q_mean
-                    loss_count += 1
-                    counters["update_credit"] -= 1.0
-                    counters["updates"] += 1
-                if step - counters["last_target_copy"] >= algo.target_update_every:
-                    target.load_state_dict(net.state_dict())
-                    counters["last_target_copy"] = step
+            if step > learn_from and step - counters["last_target_copy"] >= algo.target_update_every:
+                target.load_state_dict(net.state_dict())
+                counters["last_target_copy"] = step
 
             logger.progress(step)
             if step >= counters["next_log"] or step >= loop.total_steps:
