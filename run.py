@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-envs", type=int, default=8)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--steps", type=int, default=2000, help="agent steps timed per measurement")
-    p.add_argument("--spectral", default="fc", help="also time the loop with SN on these layers (comma list, or none)")
+    p.add_argument("--spectral", default="auto",
+                   help="also time the loop with SN on these layers (comma list; auto = the penultimate layer; none)")
     p.add_argument("--repeats", type=int, default=2, help="alternating repetitions of each loop measurement")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=cmd_bench)

@@ -26,21 +26,35 @@ from rlsmooth.value_loop import build_learner, epsilon_greedy, update_step
 DEFAULT_GAMES = {"atari": "breakout", "minatar": "breakout", "test": "chain"}
 
 
+VALUE_AGENTS = ("dqn", "c51")
+
+
 def bench_config(agent: str, suite: str, game: str, num_envs: int, device: str, steps: int, spectral: str):
+    """The agent's preset for ``suite``, shortened to ``steps`` timed agent steps after a warm-up."""
     import run
-    base = {"atari": "atari_c51.yaml" if agent == "c51" else "atari_dqn_adam.yaml",
-            "minatar": f"minatar_{agent}.yaml", "test": f"minatar_{agent}.yaml"}[suite]
     from rlsmooth.config import load_yaml
+    presets = {("atari", "dqn"): "atari_dqn_adam.yaml", ("atari", "c51"): "atari_c51.yaml",
+               ("atari", "ppo"): "atari_ppo.yaml", ("atari", "a2c"): "atari_a2c.yaml"}
+    base = presets.get((suite, agent), f"minatar_{agent}.yaml" if agent != "a2c" else "atari_a2c.yaml")
     data = load_yaml(Path(run.__file__).parent / "configs" / base)
-    warmup = max(1000, 2 * 32 * num_envs)
     data["env"].update({"suite": suite, "game": game, "num_envs": num_envs, "eval_num_envs": 1})
     data["device"] = device
-    data["algo"].update({"replay_capacity": max(20_000, 4 * warmup), "learning_starts": warmup})
+    if spectral == "auto":   # the penultimate layer: fc, or the shared torso's fc for actor-critic
+        spectral = "fc" if agent in VALUE_AGENTS else "torso.fc"
     data["spectral"] = {"layers": [] if spectral == "none" else [s for s in spectral.split(",") if s],
                         "log_every": 10 ** 9}
-    if suite == "test":
+    if suite != "atari":
         data["network"] = {"kind": "minatar"}
-    data["loop"] = {"total_steps": warmup + steps, "eval_every": 0, "eval_steps": 1, "log_every": max(steps // 4, num_envs),
+    if agent in VALUE_AGENTS:
+        warmup = max(1000, 2 * 32 * num_envs)
+        data["algo"].update({"replay_capacity": max(20_000, 4 * warmup), "learning_starts": warmup})
+        log_every = max(steps // 4, num_envs)
+    else:
+        iteration = num_envs * data["algo"].get("num_steps", 128)
+        warmup = iteration
+        steps = max(steps, 3 * iteration)
+        log_every = iteration
+    data["loop"] = {"total_steps": warmup + steps, "eval_every": 0, "eval_steps": 1, "log_every": log_every,
                     "checkpoint_every": 0, "save_replay": False, "progress": False}
     return run.load_train_config(data), warmup
 
@@ -63,7 +77,7 @@ def _sync(device: torch.device) -> None:
 def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
     import importlib
     device = resolve_device(cfg.device)
-    agent = importlib.import_module(f"agents.{cfg.agent}").value_agent(cfg)
+    module = importlib.import_module(f"agents.{cfg.agent}")
     n = cfg.env.num_envs
     env = make_vec_env(cfg.env, n, cfg.seed, training=True)
     obs = env.reset()
@@ -75,6 +89,15 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
         obs = env.step(rng.integers(0, env.num_actions, n)).obs
     results["env_steps_per_s"] = n * _rate(env_step, seconds)
 
+    if cfg.agent not in VALUE_AGENTS:
+        from rlsmooth.actor_critic import build_model, make_policy
+        model = build_model(cfg, env.obs_shape, env.num_actions, device, message=lambda m: None)
+        policy = make_policy(model.net, device, greedy=False, generator=torch.Generator().manual_seed(0))
+        results["act_steps_per_s"] = n * _rate(lambda: policy(obs), seconds)
+        env.close()
+        return results
+
+    agent = module.value_agent(cfg)
     learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
 
     def act():
@@ -97,7 +120,7 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
         update_step(learner, agent, batch, cfg.optim.grad_clip)
         _sync(device)
     results["updates_per_s"] = _rate(update, seconds)
-    # at the replay ratio, an agent step costs 1 act/N + ratio * (sample + update)
+    # at the replay ratio, updates alone cap the loop at updates_per_s / replay_ratio agent steps/s
     results["update_bound_steps_per_s"] = results["updates_per_s"] / cfg.algo.replay_ratio
     env.close()
     return results
@@ -119,7 +142,7 @@ def run_bench(args) -> dict:
     device = resolve_device(args.device)
     suite = args.suite
     game = args.game or DEFAULT_GAMES[suite]
-    agents = ["dqn", "c51"] if args.agent == "all" else [args.agent]
+    agents = ["dqn", "c51", "ppo"] if args.agent == "all" else [args.agent]
     report = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "num_envs": args.num_envs, "suite": suite, "game": game, "torch_threads": torch.get_num_threads(),
               "agents": {}}
@@ -144,9 +167,11 @@ def run_bench(args) -> dict:
         report["agents"][agent] = entry
         print(f"  {agent}: loop {entry['loop_steps_per_s']} agent steps/s"
               + (f" (SN slowdown {100 * entry['sn_slowdown']:.1f}%)" if "sn_slowdown" in entry else ""))
-        print(f"        env {entry['env_steps_per_s']:.0f} steps/s | act {entry['act_steps_per_s']:.0f} steps/s | "
-              f"sample {entry['replay_samples_per_s']:.0f} batches/s | update {entry['updates_per_s']:.0f}/s "
-              f"(bounds the loop at {entry['update_bound_steps_per_s']:.0f} steps/s)")
+        line = f"        env {entry['env_steps_per_s']:.0f} steps/s | act {entry['act_steps_per_s']:.0f} steps/s"
+        if agent in VALUE_AGENTS:
+            line += (f" | sample {entry['replay_samples_per_s']:.0f} batches/s | update {entry['updates_per_s']:.0f}/s "
+                     f"(bounds the loop at {entry['update_bound_steps_per_s']:.0f} steps/s)")
+        print(line)
     report["host_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if device.type == "cuda":
         report["gpu_max_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

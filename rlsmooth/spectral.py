@@ -58,6 +58,8 @@ class SpectralNorm(nn.Module):
         self.register_buffer("u", _normalize(u))
         self.register_buffer("v", _normalize(v))
         self.register_buffer("sigma", torch.ones((), device=weight.device))
+        self._cache: torch.Tensor | None = None   # W / sigma for passes that change nothing
+        self._cache_key: tuple | None = None
         with torch.no_grad():
             self._power_iterate(weight, 50)   # start from a (nearly) converged estimate
             self.sigma.copy_(self._sigma(weight))
@@ -85,19 +87,40 @@ class SpectralNorm(nn.Module):
     def _sigma(self, weight: torch.Tensor) -> torch.Tensor:
         return (self.u * self._matvec(weight, self.v)).sum()
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        # u, v advance only on training forward passes (gradients on), never while acting
-        if self.training and torch.is_grad_enabled():
-            with torch.no_grad():
-                self._power_iterate(weight.detach(), self.power_iterations)
-        sigma = self._sigma(weight if self.grad_through_sigma and self.normalise else weight.detach())
-        self.sigma.copy_(sigma.detach())
-        if not self.normalise:
-            return weight
+    def _normalised(self, weight: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         scale = sigma / self.k
         if self.only_shrink:
             scale = scale.clamp_min(1.0)
         return weight / scale
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            # a training forward pass: advance u, v, then sigma = u^T W v (W v computed once, with grad)
+            with torch.no_grad():
+                if self.power_iterations > 1:
+                    self._power_iterate(weight, self.power_iterations - 1)
+                self.v.copy_(_normalize(self._matvec_t(weight, self.u)))
+            wv = self._matvec(weight if self.grad_through_sigma and self.normalise else weight.detach(), self.v)
+            with torch.no_grad():
+                self.u.copy_(_normalize(wv.detach()))
+            sigma = (self.u * wv).sum()
+            self.sigma.copy_(sigma.detach())
+            self._cache_key = None
+            return self._normalised(weight, sigma) if self.normalise else weight
+        if not self.normalise:
+            return weight   # track-only: sigma is refreshed by training passes, outputs stay bit-identical
+        if torch.is_grad_enabled():   # e.g. input-gradient diagnostics: no caching across graphs
+            sigma = self._sigma(weight if self.grad_through_sigma else weight.detach())
+            self.sigma.copy_(sigma.detach())
+            return self._normalised(weight, sigma)
+        # acting and target passes: W / sigma(u, v, W) is cached until W, u or v change in place
+        key = (weight._version, self.u._version, self.v._version, weight.data_ptr())
+        if key != self._cache_key or self._cache is None:
+            sigma = self._sigma(weight)
+            self.sigma.copy_(sigma)
+            self._cache = self._normalised(weight, sigma)
+            self._cache_key = (weight._version, self.u._version, self.v._version, weight.data_ptr())
+        return self._cache
 
 
 def apply_spectral(model: nn.Module, cfg: SpectralConfig, obs_shape: tuple[int, ...],
