@@ -22,7 +22,7 @@ from rlsmooth import checkpoint as ckpt
 from rlsmooth.config import ConfigError, TrainConfig, to_dict
 from rlsmooth.envs import make_vec_env
 from rlsmooth.evaluation import eval_metrics, evaluate
-from rlsmooth.logger import Logger
+from rlsmooth.logger import Logger, due
 from rlsmooth.losses import gae
 from rlsmooth.networks import make_torso, select_layers
 from rlsmooth.optim import RhoScaler, build_optimizer, set_base_lr
@@ -255,7 +255,8 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
             counters["step"] = step = counters["step"] + batch
             logger.progress(step)
 
-            if step >= counters["next_log"] or counters["iteration"] == num_iterations:
+            final = counters["iteration"] == num_iterations
+            if due(counters, "next_log", step, loop.log_every, final):
                 now = time.perf_counter()
                 metrics = {"time/sps": (step - last_step) / max(now - last_time, 1e-9),
                            "train/lr": optimizer.param_groups[0]["base_lr"]}
@@ -265,22 +266,14 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
                     metrics["train/episode_return"] = float(np.mean(finished_returns))
                     metrics["train/episodes"] = len(finished_returns)
                     finished_returns.clear()
-                if step >= counters["next_sigma"] or counters["iteration"] == num_iterations:
+                if due(counters, "next_sigma", step, cfg.spectral.log_every, final):
                     metrics.update(sigma_metrics(model.estimators))
-                    while counters["next_sigma"] <= step:
-                        counters["next_sigma"] += cfg.spectral.log_every
                 logger.write(step, metrics)
-                while counters["next_log"] <= step:
-                    counters["next_log"] += loop.log_every
-            if step >= counters["next_eval"] or counters["iteration"] == num_iterations:
+            if due(counters, "next_eval", step, loop.eval_every, final):
                 last_eval = run_eval()
                 logger.write(step, last_eval)
-                while counters["next_eval"] <= step:
-                    counters["next_eval"] += loop.eval_every or loop.total_steps
-            if step >= counters["next_checkpoint"] or counters["iteration"] == num_iterations:
+            if due(counters, "next_checkpoint", step, loop.checkpoint_every, final):
                 save_checkpoint()
-                while counters["next_checkpoint"] <= step:
-                    counters["next_checkpoint"] += loop.checkpoint_every or loop.total_steps
             if stop.requested:
                 save_checkpoint()
                 logger.message(f"interrupted at step {step}: checkpoint written; "

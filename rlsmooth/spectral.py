@@ -25,6 +25,40 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm().clamp_min(1e-12)
 
 
+class _DivideBySigma(torch.autograd.Function):
+    """W -> W / s with s = sigma / k (only shrink: max(s, 1)), sigma = ||W v|| = u^T W v, u = W v / ||W v||.
+
+    The same maths as autograd through ``weight / (u^T W v / k)``, with a backward of three passes
+    over W instead of about six: dW = g / s + (dL/dsigma) u v^T, with
+    dL/dsigma = -<g, W> / (s^2 k) (0 where only-shrink clamps s at 1).
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, v: torch.Tensor, k: float, only_shrink: bool):
+        matrix = weight.flatten(1)
+        wv = matrix @ v
+        sigma = wv.norm()
+        u = wv / sigma.clamp_min(1e-12)
+        scale = sigma / k
+        clamped = only_shrink and bool(scale < 1.0)   # host read only for the only-shrink variant
+        if clamped:
+            scale = torch.ones_like(scale)
+        ctx.save_for_backward(weight, u, v, scale)
+        ctx.k, ctx.clamped = k, clamped
+        ctx.mark_non_differentiable(u)
+        return weight / scale, sigma, u
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, grad_sigma: torch.Tensor, grad_u: torch.Tensor):
+        weight, u, v, scale = ctx.saved_tensors
+        grad_weight = grad / scale
+        d_sigma = grad_sigma if grad_sigma is not None else torch.zeros_like(scale)
+        if not ctx.clamped:
+            d_sigma = d_sigma - torch.dot(grad.flatten(), weight.flatten()) / (scale * scale * ctx.k)
+        grad_weight.flatten(1).addr_(u * d_sigma, v)
+        return grad_weight, None, None, None
+
+
 class SpectralNorm(nn.Module):
     """Parametrisation of ``layer.weight``; ``sigma`` holds the latest estimate (a buffer)."""
 
@@ -100,6 +134,13 @@ class SpectralNorm(nn.Module):
                 if self.power_iterations > 1:
                     self._power_iterate(weight, self.power_iterations - 1)
                 self.v.copy_(_normalize(self._matvec_t(weight, self.u)))
+            if self.normalise and self.grad_through_sigma and not self.operator:
+                used, sigma, u = _DivideBySigma.apply(weight, self.v, self.k, self.only_shrink)
+                with torch.no_grad():
+                    self.u.copy_(u)
+                    self.sigma.copy_(sigma)
+                self._cache_key = None
+                return used
             wv = self._matvec(weight if self.grad_through_sigma and self.normalise else weight.detach(), self.v)
             with torch.no_grad():
                 self.u.copy_(_normalize(wv.detach()))

@@ -136,14 +136,22 @@ def cell_command(cell: Cell, base: Path) -> list[str]:
     return command + (["--replace"] if cell.state == "restart" else [])
 
 
-def run_cell_process(command: list[str], log: str, cell_json: str, run_dir: str, axes: dict) -> tuple[int, str]:
-    """Run one cell as a subprocess (also the body of the Ray task); returns (exit code, last line)."""
+def run_cell_process(command: list[str], log: str, cell_json: str, run_dir: str, axes: dict,
+                     threads: int = 0) -> tuple[int, str]:
+    """Run one cell as a subprocess (also the body of the Ray task); returns (exit code, last line).
+
+    ``threads`` > 0 caps the run's intra-op threads: runs sharing cores with spinning OpenMP
+    threads slow down many-fold.
+    """
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads > 0:
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+        env.setdefault("MKL_NUM_THREADS", str(threads))
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
         f.write("$ " + " ".join(command) + "\n")
         f.flush()
-        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, cwd=str(ROOT),
-                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env)
     if Path(run_dir).is_dir():
         Path(cell_json).write_text(json.dumps(axes))
     lines = [l for l in Path(log).read_text().splitlines() if l.strip()]
@@ -162,7 +170,9 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: b
         print(f"{len(sweep.cells)} cells, {len(todo)} to run")
         return sweep.cells
     sweep.out.mkdir(parents=True, exist_ok=True)
-    jobs = [(cell_command(c, sweep.base), str(c.log), str(c.run_dir / CELL_FILE), str(c.run_dir), c.axes) for c in todo]
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if backend == "local" else int(sweep.resources.get("num_cpus", 1))
+    jobs = [(cell_command(c, sweep.base), str(c.log), str(c.run_dir / CELL_FILE), str(c.run_dir), c.axes, threads)
+            for c in todo]
     if backend == "ray":
         results = _run_ray(jobs, sweep.resources, ray_address)
     else:

@@ -21,7 +21,7 @@ from rlsmooth.config import TrainConfig, to_dict
 from rlsmooth.diagnostics import diagnostics
 from rlsmooth.envs import make_vec_env
 from rlsmooth.evaluation import eval_metrics, evaluate
-from rlsmooth.logger import Logger
+from rlsmooth.logger import Logger, due
 from rlsmooth.networks import select_layers
 from rlsmooth.optim import RhoScaler, build_optimizer
 from rlsmooth.replay import Batch, FrameReplay
@@ -239,7 +239,8 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume
                 counters["last_target_copy"] = step
 
             logger.progress(step)
-            if step >= counters["next_log"] or step >= loop.total_steps:
+            final = step >= loop.total_steps
+            if due(counters, "next_log", step, loop.log_every, final):
                 now = time.perf_counter()
                 metrics = {"time/sps": (step - last_step) / max(now - last_time, 1e-9), "train/epsilon": epsilon,
                            "train/updates": counters["updates"]}
@@ -256,22 +257,14 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume
                     loss_sum.zero_()
                     q_sum.zero_()
                     loss_count = 0
-                if step >= counters["next_sigma"] or step >= loop.total_steps:
+                if due(counters, "next_sigma", step, cfg.spectral.log_every, final):
                     metrics.update(sigma_metrics(learner.estimators))
-                    while counters["next_sigma"] <= step:
-                        counters["next_sigma"] += cfg.spectral.log_every
                 logger.write(step, metrics)
-                while counters["next_log"] <= step:
-                    counters["next_log"] += loop.log_every
-            if step >= counters["next_eval"] or step >= loop.total_steps:
+            if due(counters, "next_eval", step, loop.eval_every, final):
                 last_eval = run_eval()
                 logger.write(step, last_eval)
-                while counters["next_eval"] <= step:
-                    counters["next_eval"] += loop.eval_every or loop.total_steps
-            if step >= counters["next_checkpoint"] or step >= loop.total_steps:
+            if due(counters, "next_checkpoint", step, loop.checkpoint_every, final):
                 save_checkpoint()
-                while counters["next_checkpoint"] <= step:
-                    counters["next_checkpoint"] += loop.checkpoint_every or loop.total_steps
             if stop.requested:
                 save_checkpoint()
                 logger.message(f"interrupted at step {step}: checkpoint written; "

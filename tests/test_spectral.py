@@ -221,3 +221,25 @@ def test_agent_logs_sigma_and_normalises(chain_config, tmp_path):
     assert len(sigma_rows) >= 3 and "spectral/sigma/conv1" in sigma_rows[-1]
     text = (out / "config.yaml").read_text()
     assert "normalised:\n    - fc" in text and "tracked:\n    - conv1" in text
+
+
+@pytest.mark.parametrize("only_shrink, factor", [(False, 1.0), (True, 3.0), (True, 0.1)])
+def test_fused_sigma_backward_matches_autograd(only_shrink, factor):
+    """The custom backward against autograd through W / (u^T W v / k), in double precision."""
+    from rlsmooth.spectral import _DivideBySigma
+    torch.manual_seed(0)
+    w = (torch.randn(7, 5, dtype=torch.float64) * factor).requires_grad_(True)
+    v = torch.nn.functional.normalize(torch.randn(5, dtype=torch.float64), dim=0)
+    g = torch.randn(7, 5, dtype=torch.float64)
+    k = 1.5
+    used, sigma, u = _DivideBySigma.apply(w, v, k, only_shrink)
+    (grad_fused,) = torch.autograd.grad((used * g).sum() + 0.3 * sigma, w)
+    w2 = w.detach().clone().requires_grad_(True)
+    u_ref = torch.nn.functional.normalize((w2 @ v).detach(), dim=0)
+    sigma_ref = u_ref @ (w2 @ v)
+    scale = sigma_ref / k
+    if only_shrink:
+        scale = scale.clamp_min(1.0)
+    (grad_ref,) = torch.autograd.grad(((w2 / scale) * g).sum() + 0.3 * sigma_ref, w2)
+    assert torch.allclose(sigma, sigma_ref) and torch.allclose(u, u_ref)
+    assert torch.allclose(grad_fused, grad_ref, atol=1e-10)
