@@ -53,6 +53,9 @@ class A2CConfig:
             if not ok:
                 raise ConfigError(message)
 
+    def check_against(self, cfg: TrainConfig) -> None:
+        """Nothing in A2C depends on other sections."""
+
 
 def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler | None, rollout: Rollout,
            cfg: TrainConfig) -> dict:

@@ -243,9 +243,7 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (valid keys: {', '.join(sorted(names))})")
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
     obj = cls(**kwargs)
-    validate = getattr(cls, "validate", None)
-    if validate is not None:
-        validate(obj)
+    obj.validate()   # every config section and agent config defines its own checks
     return obj
 
 
@@ -348,7 +346,5 @@ def parse_train_config(data: dict, algo_classes: dict[str, type]) -> TrainConfig
     hints = typing.get_type_hints(TrainConfig)
     kwargs = {name: _coerce(value if value is not None else {}, hints[name], name) for name, value in data.items()}
     cfg = TrainConfig(algo=algo, **kwargs)
-    check = getattr(algo, "check_against", None)
-    if check is not None:
-        check(cfg)
+    algo.check_against(cfg)   # checks that need other sections (e.g. replay size against num_envs)
     return cfg

@@ -19,7 +19,7 @@ def srank(features: torch.Tensor, delta: float = 0.01) -> int:
 
 def input_gradient_norms(net: nn.Module, q_values: Callable, states: torch.Tensor) -> torch.Tensor:
     """||d Q(x, a*) / d x|| per state, x the network's input scaled to [0, 1] (a* = greedy action)."""
-    scale = getattr(net, "obs_scale", 1.0)
+    scale = net.obs_scale
     x = (states.float() * scale).requires_grad_(True)
     with torch.enable_grad():
         q = q_values(net, x / scale)

@@ -103,3 +103,14 @@ def test_ctrl_c_writes_checkpoint(chain_config, tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "checkpoint written" in err
     assert (out / "checkpoints" / "latest.pt").is_file()
+
+
+@pytest.mark.slow
+def test_dqn_learns_minatar_breakout(tmp_path):
+    """Deliberate (pytest -m slow, about a minute): DQN clearly beats random play (~0.5) on MinAtar."""
+    pytest.importorskip("minatar")
+    out = tmp_path / "learn"
+    run_cli("train", ROOT / "configs" / "quickstart.yaml", "loop.total_steps=80000", "loop.eval_every=0",
+            "loop.eval_steps=5000", "loop.progress=false", "--out", out, check=True, timeout=900)
+    evals = metrics(out, "eval/episode_return")
+    assert evals[-1]["eval/episode_return"] > 2.0
