@@ -22,7 +22,8 @@ from rlsmooth import checkpoint as ckpt
 from rlsmooth.config import ConfigError, TrainConfig, to_dict
 from rlsmooth.envs import make_vec_env
 from rlsmooth.evaluation import eval_metrics, evaluate
-from rlsmooth.logger import Logger, due
+from rlsmooth.logger import Logger
+from rlsmooth.schedule import due, end_of_iteration
 from rlsmooth.losses import gae
 from rlsmooth.networks import make_torso, select_layers
 from rlsmooth.optim import RhoScaler, build_optimizer, set_base_lr
@@ -269,17 +270,8 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
                 if due(counters, "next_sigma", step, cfg.spectral.log_every, final):
                     metrics.update(sigma_metrics(model.estimators))
                 logger.write(step, metrics)
-            if due(counters, "next_eval", step, loop.eval_every, final):
-                last_eval = run_eval()
-                logger.write(step, last_eval)
-            if due(counters, "next_checkpoint", step, loop.checkpoint_every, final):
-                save_checkpoint()
-            if stop.requested:
-                save_checkpoint()
-                logger.message(f"interrupted at step {step}: checkpoint written; "
-                               f"continue with: python run.py train --resume {run_dir}")
-                logger.close()
-                raise KeyboardInterrupt
+            last_eval = end_of_iteration(counters, step, final, loop, logger, run_eval, save_checkpoint, stop,
+                                         run_dir) or last_eval
     logger.close()
     env.close()
     eval_env.close()

@@ -31,18 +31,6 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     tmp.replace(path)
 
 
-def due(marks: dict, key: str, step: int, interval: int, final: bool = False) -> bool:
-    """True once ``step`` reaches ``marks[key]`` (always on the final step); moves the mark past ``step``.
-
-    ``interval`` 0 means 'only on the final step'.
-    """
-    if step < marks[key] and not final:
-        return False
-    while marks[key] <= step:
-        marks[key] += interval or max(step, 1)
-    return True
-
-
 def read_metrics(path: Path) -> list[dict]:
     records = []
     for line in Path(path).read_text().splitlines():

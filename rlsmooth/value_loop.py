@@ -21,7 +21,8 @@ from rlsmooth.config import TrainConfig, to_dict
 from rlsmooth.diagnostics import diagnostics
 from rlsmooth.envs import make_vec_env
 from rlsmooth.evaluation import eval_metrics, evaluate
-from rlsmooth.logger import Logger, due
+from rlsmooth.logger import Logger
+from rlsmooth.schedule import due, end_of_iteration
 from rlsmooth.networks import select_layers
 from rlsmooth.optim import RhoScaler, build_optimizer
 from rlsmooth.replay import Batch, FrameReplay
@@ -260,17 +261,8 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume
                 if due(counters, "next_sigma", step, cfg.spectral.log_every, final):
                     metrics.update(sigma_metrics(learner.estimators))
                 logger.write(step, metrics)
-            if due(counters, "next_eval", step, loop.eval_every, final):
-                last_eval = run_eval()
-                logger.write(step, last_eval)
-            if due(counters, "next_checkpoint", step, loop.checkpoint_every, final):
-                save_checkpoint()
-            if stop.requested:
-                save_checkpoint()
-                logger.message(f"interrupted at step {step}: checkpoint written; "
-                               f"continue with: python run.py train --resume {run_dir}")
-                logger.close()
-                raise KeyboardInterrupt
+            last_eval = end_of_iteration(counters, step, final, loop, logger, run_eval, save_checkpoint, stop,
+                                         run_dir) or last_eval
     logger.close()
     env.close()
     eval_env.close()
