@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import nn
 
 from rlsmooth.actor_critic import ActorCritic, Rollout, build_actor_critic, load_policy, train_actor_critic
 from rlsmooth.config import ConfigError, TrainConfig
 from rlsmooth.losses import value_loss
-from rlsmooth.optim import RhoScaler
+from rlsmooth.optim import RhoScaler, optimizer_step
 
 
 @dataclass
@@ -69,13 +68,7 @@ def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler
     v = value_loss(value, rollout.ret)
     ent = dist.entropy().mean()
     loss = pg + algo.vf_coef * v - algo.ent_coef * ent
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if scaler is not None:
-        scaler.before_step(optimizer)
-    if cfg.optim.grad_clip > 0:
-        nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
-    optimizer.step()
+    optimizer_step(net, optimizer, scaler, loss, cfg.optim.grad_clip)
     values = torch.stack([pg.detach(), v.detach(), ent.detach()]).cpu().tolist()
     return dict(zip(("train/policy_loss", "train/value_loss", "train/entropy"), values))
 

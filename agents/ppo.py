@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import nn
 
 from rlsmooth.actor_critic import ActorCritic, Rollout, build_actor_critic, load_policy, train_actor_critic
 from rlsmooth.config import ConfigError, TrainConfig
 from rlsmooth.losses import ppo_policy_loss, value_loss
-from rlsmooth.optim import RhoScaler
+from rlsmooth.optim import RhoScaler, optimizer_step
 
 
 @dataclass
@@ -93,13 +92,7 @@ def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler
             v = value_loss(value, rollout.ret[idx], rollout.value[idx], algo.clip_coef if algo.clip_value else 0.0)
             ent = dist.entropy().mean()
             loss = pg + algo.vf_coef * v - algo.ent_coef * ent
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if scaler is not None:
-                scaler.before_step(optimizer)
-            if cfg.optim.grad_clip > 0:
-                nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
+            optimizer_step(net, optimizer, scaler, loss, cfg.optim.grad_clip)
             with torch.no_grad():
                 log_ratio = logprob - rollout.logprob[idx]
                 sums["kl"] += ((log_ratio.exp() - 1) - log_ratio).mean()

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlsmooth.config import parse_train_config
 from rlsmooth.envs import make_vec_env
 from rlsmooth.logger import read_metrics
 from rlsmooth.replay import FrameReplay

@@ -64,6 +64,18 @@ class RhoScaler:
                     weight.grad.div_(self.rho(name))
 
 
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: RhoScaler | None,
+                   loss: torch.Tensor, grad_clip: float) -> None:
+    """One gradient step: backward, rho scaling (if any), global-norm clipping (if > 0), step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if scaler is not None:
+        scaler.before_step(optimizer)
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
 def set_base_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the schedule's learning rate; rho-scaled groups apply their factor on the next step."""
     for group in optimizer.param_groups:

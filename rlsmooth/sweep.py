@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from rlsmooth.config import ConfigError, apply_overrides, load_yaml
-from rlsmooth.rundir import CHECKPOINT, CONFIG_FILE
+from rlsmooth.rundir import CHECKPOINT
 
 SUMMARY = "summary.json"
 CELL_FILE = "sweep_cell.json"

@@ -24,7 +24,7 @@ from rlsmooth.evaluation import eval_metrics, evaluate
 from rlsmooth.logger import Logger
 from rlsmooth.schedule import due, end_of_iteration
 from rlsmooth.networks import select_layers
-from rlsmooth.optim import RhoScaler, build_optimizer
+from rlsmooth.optim import RhoScaler, build_optimizer, optimizer_step
 from rlsmooth.replay import Batch, FrameReplay
 from rlsmooth.rundir import CHECKPOINT, interrupt_guard, provenance, resolve_device, write_config
 from rlsmooth.spectral import apply_spectral, sigma_metrics
@@ -86,13 +86,7 @@ def build_learner(cfg: TrainConfig, agent: ValueAgent, obs_shape: tuple, num_act
 
 def update_step(learner: Learner, agent: ValueAgent, batch: Batch, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
     loss, q_mean = agent.loss(learner.net, learner.target, batch)
-    learner.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if learner.scaler is not None:
-        learner.scaler.before_step(learner.optimizer)
-    if grad_clip > 0:
-        nn.utils.clip_grad_norm_(learner.net.parameters(), grad_clip)
-    learner.optimizer.step()
+    optimizer_step(learner.net, learner.optimizer, learner.scaler, loss, grad_clip)
     return loss.detach(), q_mean.detach()
 
 

@@ -1,7 +1,7 @@
 """Bad input: one line naming the problem, exit status 2, nothing on disk lost."""
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 from rlsmooth.config import ConfigError, apply_overrides, parse_train_config
 
 

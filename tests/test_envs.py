@@ -33,6 +33,7 @@ def test_minatar_env_shapes_and_seeding():
     a = make_vec_env(cfg, 2, seed=3, training=True)
     b = make_vec_env(cfg, 2, seed=3, training=True)
     oa, ob = a.reset(), b.reset()
+    np.testing.assert_array_equal(oa, ob)
     assert oa.shape == (2, 4, 10, 10) and a.num_actions == 6
     rng = np.random.default_rng(0)
     for _ in range(50):

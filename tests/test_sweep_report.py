@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
-from rlsmooth.report import compare, load_run
+from conftest import run_cli
+from rlsmooth.report import compare
 from rlsmooth.scores import REFERENCE_SCORES, human_normalized
 
 SWEEP = """
