@@ -188,6 +188,9 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
     logger = Logger(run_dir, counters["step"], num_iterations * batch, progress=loop.progress)
     logger.message(f"{'resuming' if state else 'run directory'}: {run_dir} at step {counters['step']} "
                    f"(tensorboard --logdir {run_dir})")
+    if model.layers["normalised"] or model.layers["tracked"]:
+        logger.message(f"spectral norm on {model.layers['normalised'] or 'no layer'}; "
+                       f"tracking {model.layers['tracked'] or 'no other layer'}")
     for m in messages:
         logger.message(m)
     finished_returns: list[float] = []
