@@ -115,6 +115,9 @@ def cmd_compare(args) -> int:
 
 def cmd_bench(args) -> int:
     from rlsmooth.bench import run_bench
+    for name in ("num_envs", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            raise_config(f"--{name.replace('_', '-')} must be >= 1")
     run_bench(args)
     return 0
 
