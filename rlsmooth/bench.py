@@ -18,7 +18,7 @@ import torch
 
 from rlsmooth.envs import make_vec_env
 from rlsmooth.logger import read_metrics
-from rlsmooth.replay import FrameReplay
+from rlsmooth.replay import Batch, FrameReplay
 from rlsmooth.rundir import resolve_device
 from rlsmooth.value_loop import build_learner, epsilon_greedy, update_step
 
@@ -125,6 +125,40 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
     return results
 
 
+def update_timer(cfg, seed: int = 0):
+    """A zero-argument function running one update of ``cfg``'s learner on a fixed batch."""
+    import importlib
+    device = resolve_device(cfg.device)
+    torch.manual_seed(seed)
+    agent = importlib.import_module(f"agents.{cfg.agent}").value_agent(cfg)
+    env = make_vec_env(cfg.env, 1, cfg.seed, training=True)
+    learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
+    env.close()
+    b = cfg.algo.batch_size
+    gen = torch.Generator().manual_seed(seed)
+    high = 256 if cfg.env.suite == "atari" else 2
+    obs = torch.randint(0, high, (b, *env.obs_shape), dtype=torch.uint8, generator=gen).to(device)
+    nxt = torch.randint(0, high, (b, *env.obs_shape), dtype=torch.uint8, generator=gen).to(device)
+    batch = Batch(obs, torch.randint(0, env.num_actions, (b,), generator=gen).to(device),
+                  torch.rand(b, generator=gen).to(device), torch.full((b,), 0.99).to(device), nxt)
+
+    def update():
+        update_step(learner, agent, batch, cfg.optim.grad_clip)
+        _sync(device)
+    return update
+
+
+def update_cost(plain_cfg, sn_cfg, rounds: int = 7, seconds: float = 0.5) -> tuple[float, float, float]:
+    """Updates/s without and with SN, alternating short rounds; medians, and the relative slowdown."""
+    timers = {"plain": update_timer(plain_cfg), "sn": update_timer(sn_cfg)}
+    rates: dict[str, list[float]] = {k: [] for k in timers}
+    for _ in range(rounds):
+        for name, fn in timers.items():
+            rates[name].append(_rate(fn, seconds))
+    plain, sn = statistics.median(rates["plain"]), statistics.median(rates["sn"])
+    return plain, sn, 1.0 - sn / plain
+
+
 def bench_loop(cfg, warmup: int) -> float:
     """Agent steps/s of the whole training loop after warm-up (updates running)."""
     import importlib
@@ -163,6 +197,10 @@ def run_bench(args) -> dict:
         if len(variants) == 2:
             plain, sn = (statistics.median(v) for v in loop.values())
             entry["sn_slowdown"] = round(1.0 - sn / plain, 4)
+            if agent in VALUE_AGENTS:   # the update is where SN costs: time it alone, interleaved
+                u_plain, u_sn, u_cost = update_cost(cfg, list(variants.values())[1])
+                entry["update_per_s_plain_vs_sn"] = [round(u_plain, 1), round(u_sn, 1)]
+                entry["sn_update_slowdown"] = round(u_cost, 4)
         report["agents"][agent] = entry
         print(f"  {agent}: loop {entry['loop_steps_per_s']} agent steps/s"
               + (f" (SN slowdown {100 * entry['sn_slowdown']:.1f}%)" if "sn_slowdown" in entry else ""))
@@ -171,6 +209,10 @@ def run_bench(args) -> dict:
             line += (f" | sample {entry['replay_samples_per_s']:.0f} batches/s | update {entry['updates_per_s']:.0f}/s "
                      f"(bounds the loop at {entry['update_bound_steps_per_s']:.0f} steps/s)")
         print(line)
+        if "sn_update_slowdown" in entry:
+            u_plain, u_sn = entry["update_per_s_plain_vs_sn"]
+            print(f"        update alone (interleaved rounds): {u_plain:.0f}/s plain, {u_sn:.0f}/s with SN "
+                  f"(SN slowdown {100 * entry['sn_update_slowdown']:.1f}%)")
     report["host_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if device.type == "cuda":
         report["gpu_max_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

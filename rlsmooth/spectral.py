@@ -22,7 +22,7 @@ from rlsmooth.networks import layer_input_shapes, select_layers
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm().clamp_min(1e-12)
+    return F.normalize(x.flatten(), dim=0, eps=1e-12).view_as(x)
 
 
 class _DivideBySigma(torch.autograd.Function):
@@ -46,12 +46,12 @@ class _DivideBySigma(torch.autograd.Function):
         ctx.save_for_backward(weight, u, v, scale)
         ctx.k, ctx.clamped = k, clamped
         ctx.mark_non_differentiable(u)
-        return weight / scale, sigma, u
+        return weight * scale.reciprocal(), sigma, u   # multiplying is cheaper than dividing a big tensor
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor, grad_sigma: torch.Tensor, grad_u: torch.Tensor):
         weight, u, v, scale = ctx.saved_tensors
-        grad_weight = grad / scale
+        grad_weight = grad * scale.reciprocal()
         d_sigma = grad_sigma if grad_sigma is not None else torch.zeros_like(scale)
         if not ctx.clamped:
             d_sigma = d_sigma - torch.dot(grad.flatten(), weight.flatten()) / (scale * scale * ctx.k)
@@ -134,13 +134,13 @@ class SpectralNorm(nn.Module):
                 if self.power_iterations > 1:
                     self._power_iterate(weight, self.power_iterations - 1)
                 self.v.copy_(_normalize(self._matvec_t(weight, self.u)))
-            if self.normalise and self.grad_through_sigma and not self.operator:
-                used, sigma, u = _DivideBySigma.apply(weight, self.v, self.k, self.only_shrink)
-                with torch.no_grad():
+                if self.normalise and self.grad_through_sigma and not self.operator:
+                    with torch.enable_grad():
+                        used, sigma, u = _DivideBySigma.apply(weight, self.v, self.k, self.only_shrink)
                     self.u.copy_(u)
                     self.sigma.copy_(sigma)
-                self._cache_key = None
-                return used
+                    self._cache_key = None
+                    return used
             wv = self._matvec(weight if self.grad_through_sigma and self.normalise else weight.detach(), self.v)
             with torch.no_grad():
                 self.u.copy_(_normalize(wv.detach()))
