@@ -50,7 +50,7 @@ def check_layers(cfg) -> None:
 
 def cmd_train(args) -> int:
     from rlsmooth.config import ConfigError, apply_overrides, load_yaml
-    from rlsmooth.rundir import CHECKPOINT, default_run_dir, prepare_new, read_config
+    from rlsmooth.rundir import CHECKPOINT, default_run_dir, prepare_new, read_config, resolve_device
 
     if args.resume:
         if args.config or args.overrides or args.out:
@@ -64,6 +64,7 @@ def cmd_train(args) -> int:
             raise_config("train needs a CONFIG.yaml (or --resume RUN_DIR)")
         data = apply_overrides(load_yaml(args.config), args.overrides)
         cfg = load_train_config(data)
+        resolve_device(cfg.device)   # before --replace deletes anything
         run_dir = Path(args.out) if args.out else default_run_dir(cfg.agent, cfg.env.suite, cfg.env.game, cfg.seed)
         prepare_new(run_dir, args.replace)
     try:

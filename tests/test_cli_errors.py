@@ -56,6 +56,15 @@ def test_existing_run_directory_is_never_overwritten(chain_config, tmp_path):
     assert_one_line_error(run_cli("train", chain_config(steps=200), "--out", out), "already exists", "--resume")
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert before == after
+    # bad input with --replace deletes nothing
+    import torch
+    if not torch.cuda.is_available():
+        assert_one_line_error(run_cli("train", chain_config(steps=200), "device=cuda", "--out", out, "--replace"),
+                              "no CUDA device")
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert_one_line_error(run_cli("train", chain_config(steps=200), "algo.gamma=2", "--out", out, "--replace"),
+                          "algo.gamma")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     # an explicit --replace starts over
     run_cli("train", chain_config(steps=200), "--out", out, "--replace", check=True)
 
