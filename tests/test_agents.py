@@ -114,3 +114,15 @@ def test_dqn_learns_minatar_breakout(tmp_path):
             "loop.eval_steps=5000", "loop.progress=false", "--out", out, check=True, timeout=900)
     evals = metrics(out, "eval/episode_return")
     assert evals[-1]["eval/episode_return"] > 2.0
+
+
+@pytest.mark.parametrize("config, steps", [("minatar_dqn.yaml", 400), ("minatar_ppo.yaml", 512)])
+def test_other_agents_run_on_minatar(config, steps, tmp_path):
+    pytest.importorskip("minatar")
+    out = tmp_path / "m"
+    extra = ["algo.learning_starts=200"] if "dqn" in config else ["env.num_envs=4", "algo.num_steps=64"]
+    run_cli("train", ROOT / "configs" / config, f"loop.total_steps={steps}", "loop.eval_every=0",
+            "loop.eval_steps=100", "loop.log_every=100", "loop.progress=false", *extra, "--out", out, check=True)
+    rows = metrics(out)
+    assert rows[-1]["step"] == steps and "eval/episodes" in rows[-1]
+    assert any("train/loss" in r or "train/value_loss" in r for r in rows)
