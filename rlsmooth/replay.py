@@ -84,10 +84,6 @@ class FrameReplay:
         else:
             self._write_frame(envs, next_frames, first=False)
 
-    def __len__(self) -> int:
-        """Number of stored transitions (approximate upper bound on sampleable ones)."""
-        return int(np.minimum(self.written - 1, self.track - self.stack - self.n_step).clip(0).sum())
-
     # -- sampling --------------------------------------------------------------------------
     def _sample_starts(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         lo = np.maximum(self.written - self.track + self.stack, 0)   # history frames still stored

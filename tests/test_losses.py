@@ -57,3 +57,11 @@ def test_categorical_loss_is_cross_entropy():
     target = torch.tensor([[1.0, 0.0]])
     loss = categorical_loss(logits, torch.tensor([1]), target)
     assert loss.item() == pytest.approx(-torch.log_softmax(torch.tensor([1.0, 0.0]), 0)[0].item())
+
+
+def test_linear_epsilon_schedule():
+    from rlsmooth.value_loop import linear_epsilon
+    # held at 1 during the 100-step warm-up, then linear to 0.1 over 200 steps, then flat
+    assert linear_epsilon(50, 1.0, 0.1, 200, 100) == 1.0
+    assert linear_epsilon(200, 1.0, 0.1, 200, 100) == pytest.approx(0.55)
+    assert linear_epsilon(10_000, 1.0, 0.1, 200, 100) == pytest.approx(0.1)
