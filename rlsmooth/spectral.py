@@ -12,6 +12,8 @@ untouched, so its outputs are bit-identical to the plain network.
 """
 from __future__ import annotations
 
+import types
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,6 +59,54 @@ class _DivideBySigma(torch.autograd.Function):
             d_sigma = d_sigma - torch.dot(grad.flatten(), weight.flatten()) / (scale * scale * ctx.k)
         grad_weight.flatten(1).addr_(u * d_sigma, v)
         return grad_weight, None, None, None
+
+
+class _SpectralLinear(torch.autograd.Function):
+    """y = (x W^T) / s + b with s = sigma / k (only shrink: max(s, 1)), sigma = ||W v||, u = W v / ||W v||.
+
+    The normalisation is applied to the (batch x out) output instead of the (out x in) weight,
+    which is the same function; the backward then touches W once more than a plain linear layer
+    (the rank-1 term dW += (dL/dsigma) u v^T), and dL/dsigma = -<g_y, x W^T> / (s^2 k) is cheap.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, v, k: float, only_shrink: bool):
+        wv = weight @ v
+        sigma = wv.norm()
+        u = wv / sigma.clamp_min(1e-12)
+        scale = sigma / k
+        clamped = only_shrink and bool(scale < 1.0)   # host read only for the only-shrink variant
+        if clamped:
+            scale = torch.ones_like(scale)
+        z = x @ weight.t()
+        y = z * scale.reciprocal()
+        if bias is not None:
+            y = y + bias
+        ctx.save_for_backward(x, weight, u, v, scale, z)
+        ctx.k, ctx.clamped, ctx.has_bias = k, clamped, bias is not None
+        ctx.mark_non_differentiable(u)
+        return y, sigma, u
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_sigma, grad_u):
+        x, weight, u, v, scale, z = ctx.saved_tensors
+        grad_z = grad_y * scale.reciprocal()
+        grad_x = grad_z @ weight
+        grad_weight = grad_z.t() @ x
+        d_sigma = grad_sigma if grad_sigma is not None else torch.zeros_like(scale)
+        if not ctx.clamped:
+            d_sigma = d_sigma - (grad_y * z).sum() / (scale * scale * ctx.k)
+        grad_weight.addr_(u * d_sigma, v)
+        grad_bias = grad_y.sum(0) if ctx.has_bias else None
+        return grad_x, grad_weight, grad_bias, None, None, None
+
+
+def _spectral_linear_forward(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """Forward of a spectrally normalised Linear: fused output-side path on training passes."""
+    estimator = layer.parametrizations.weight[0]
+    if estimator.training and torch.is_grad_enabled():
+        return estimator.linear_training_pass(x, layer.parametrizations.weight.original, layer.bias)
+    return F.linear(x, layer.weight, layer.bias)
 
 
 class SpectralNorm(nn.Module):
@@ -127,6 +177,20 @@ class SpectralNorm(nn.Module):
             scale = scale.clamp_min(1.0)
         return weight / scale
 
+    def linear_training_pass(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """A normalised Linear layer's training forward pass: power-iteration step, then the fused op."""
+        with torch.no_grad():
+            if self.power_iterations > 1:
+                self._power_iterate(weight, self.power_iterations - 1)
+            self.v.copy_(_normalize(self._matvec_t(weight, self.u)))
+        flat = x.reshape(-1, x.shape[-1])
+        y, sigma, u = _SpectralLinear.apply(flat, weight, bias, self.v, self.k, self.only_shrink)
+        with torch.no_grad():
+            self.u.copy_(u)
+            self.sigma.copy_(sigma)
+        self._cache_key = None
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.training and torch.is_grad_enabled():
             # a training forward pass: advance u, v, then sigma = u^T W v (W v computed once, with grad)
@@ -182,6 +246,8 @@ def apply_spectral(model: nn.Module, cfg: SpectralConfig, obs_shape: tuple[int, 
                                  power_iterations=cfg.power_iterations,
                                  grad_through_sigma=cfg.grad_through_sigma, conv_input_shape=conv_shape)
         parametrize.register_parametrization(layer, "weight", estimator)
+        if isinstance(layer, nn.Linear) and estimator.normalise and cfg.grad_through_sigma:
+            layer.forward = types.MethodType(_spectral_linear_forward, layer)
         estimators[name] = estimator
     return estimators
 

@@ -243,3 +243,39 @@ def test_fused_sigma_backward_matches_autograd(only_shrink, factor):
     (grad_ref,) = torch.autograd.grad(((w2 / scale) * g).sum() + 0.3 * sigma_ref, w2)
     assert torch.allclose(sigma, sigma_ref) and torch.allclose(u, u_ref)
     assert torch.allclose(grad_fused, grad_ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("only_shrink, factor, bias", [(False, 1.0, True), (True, 3.0, False), (True, 0.1, True)])
+def test_fused_spectral_linear_matches_autograd(only_shrink, factor, bias):
+    """Output-side fused SN linear against autograd through F.linear(x, W / s, b), in double precision."""
+    from rlsmooth.spectral import _SpectralLinear
+    torch.manual_seed(1)
+    w = (torch.randn(6, 4, dtype=torch.float64) * factor).requires_grad_(True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True) if bias else None
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.nn.functional.normalize(torch.randn(4, dtype=torch.float64), dim=0)
+    g = torch.randn(3, 6, dtype=torch.float64)
+    k = 0.7
+    y, sigma, u = _SpectralLinear.apply(x, w, b, v, k, only_shrink)
+    leaves = [x, w] + ([b] if bias else [])
+    fused = torch.autograd.grad((y * g).sum() + 0.2 * sigma, leaves)
+    u_ref = torch.nn.functional.normalize((w @ v).detach(), dim=0)
+    sigma_ref = u_ref @ (w @ v)
+    scale = sigma_ref / k
+    if only_shrink:
+        scale = scale.clamp_min(1.0)
+    y_ref = F.linear(x, w / scale, b)
+    reference = torch.autograd.grad((y_ref * g).sum() + 0.2 * sigma_ref, leaves)
+    assert torch.allclose(y, y_ref) and torch.allclose(sigma, sigma_ref)
+    for a, r in zip(fused, reference):
+        assert torch.allclose(a, r, atol=1e-10)
+
+
+def test_sn_linear_training_pass_equals_parametrised_weight():
+    net = minatar_net()
+    apply_spectral(net, SpectralConfig(layers=["fc", "out"]), (2, 10, 10))
+    obs = torch.rand(4, 2, 10, 10)
+    net.train()
+    out = net(obs)                       # fused path, advances u, v once
+    net.eval()
+    assert torch.allclose(out, net(obs), rtol=1e-5, atol=1e-6)   # W / sigma through the parametrisation
