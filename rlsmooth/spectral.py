@@ -27,6 +27,21 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.flatten(), dim=0, eps=1e-12).view_as(x)
 
 
+def _sigma_step(matrix: torch.Tensor, v: torch.Tensor, k: float, only_shrink: bool):
+    """Second half of a power-iteration step and the divisor: (sigma = ||W v||, u = W v / sigma, s, clamped).
+
+    s = sigma / k, or 1 where only-shrink clamps it (``clamped``; a host read, for that variant only).
+    """
+    wv = matrix @ v
+    sigma = wv.norm()
+    u = wv / sigma.clamp_min(1e-12)
+    scale = sigma / k
+    clamped = only_shrink and bool(scale < 1.0)
+    if clamped:
+        scale = torch.ones_like(scale)
+    return sigma, u, scale, clamped
+
+
 class _DivideBySigma(torch.autograd.Function):
     """W -> W / s with s = sigma / k (only shrink: max(s, 1)), sigma = ||W v|| = u^T W v, u = W v / ||W v||.
 
@@ -37,14 +52,7 @@ class _DivideBySigma(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, v: torch.Tensor, k: float, only_shrink: bool):
-        matrix = weight.flatten(1)
-        wv = matrix @ v
-        sigma = wv.norm()
-        u = wv / sigma.clamp_min(1e-12)
-        scale = sigma / k
-        clamped = only_shrink and bool(scale < 1.0)   # host read only for the only-shrink variant
-        if clamped:
-            scale = torch.ones_like(scale)
+        sigma, u, scale, clamped = _sigma_step(weight.flatten(1), v, k, only_shrink)
         ctx.save_for_backward(weight, u, v, scale)
         ctx.k, ctx.clamped = k, clamped
         ctx.mark_non_differentiable(u)
@@ -71,13 +79,7 @@ class _SpectralLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, v, k: float, only_shrink: bool):
-        wv = weight @ v
-        sigma = wv.norm()
-        u = wv / sigma.clamp_min(1e-12)
-        scale = sigma / k
-        clamped = only_shrink and bool(scale < 1.0)   # host read only for the only-shrink variant
-        if clamped:
-            scale = torch.ones_like(scale)
+        sigma, u, scale, clamped = _sigma_step(weight, v, k, only_shrink)
         z = x @ weight.t()
         y = z * scale.reciprocal()
         if bias is not None:
