@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from rlsmooth.actor_critic import ActorCritic, Rollout, build_actor_critic, load_policy, train_actor_critic
-from rlsmooth.config import ConfigError, TrainConfig
+from rlsmooth.config import TrainConfig, require_all
 from rlsmooth.losses import value_loss
 from rlsmooth.optim import RhoScaler, optimizer_step
 
@@ -48,9 +48,7 @@ class A2CConfig:
                   (0.0 <= self.gamma <= 1.0, "algo.gamma must be in [0, 1]"),
                   (0.0 <= self.gae_lambda <= 1.0, "algo.gae_lambda must be in [0, 1]"),
                   (self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require_all(checks)
 
     def check_against(self, cfg: TrainConfig) -> None:
         """Nothing in A2C depends on other sections."""

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from rlsmooth.config import ConfigError, TrainConfig
+from rlsmooth.config import ConfigError, TrainConfig, require_all
 from rlsmooth.losses import double_td_target, q_loss, td_target
 from rlsmooth.networks import build_q_network
 from rlsmooth.replay import Batch
@@ -63,9 +63,7 @@ class DQNConfig:
                   (self.target_update_every >= 1, "algo.target_update_every must be >= 1"),
                   (0.0 <= self.epsilon_end <= 1.0 and 0.0 <= self.epsilon_start <= 1.0, "algo.epsilon_* must be in [0, 1]"),
                   (self.epsilon_decay_steps >= 0, "algo.epsilon_decay_steps must be >= 0")]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require_all(checks)
 
     def check_against(self, cfg: TrainConfig) -> None:
         per_env = self.replay_capacity // cfg.env.num_envs

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from rlsmooth.actor_critic import ActorCritic, Rollout, build_actor_critic, load_policy, train_actor_critic
-from rlsmooth.config import ConfigError, TrainConfig
+from rlsmooth.config import ConfigError, TrainConfig, require_all
 from rlsmooth.losses import ppo_policy_loss, value_loss
 from rlsmooth.optim import RhoScaler, optimizer_step
 
@@ -60,9 +60,7 @@ class PPOConfig:
                   (self.update_epochs >= 1, "algo.update_epochs must be >= 1"),
                   (self.clip_coef > 0, "algo.clip_coef must be > 0"),
                   (self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require_all(checks)
 
     def check_against(self, cfg: TrainConfig) -> None:
         if cfg.env.num_envs * self.num_steps < self.num_minibatches:

@@ -174,6 +174,12 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def require_all(checks: list[tuple[bool, str]]) -> None:
+    """Raise ConfigError with the message of the first failed (condition, message) check."""
+    for ok, message in checks:
+        _require(ok, message)
+
+
 def _type_name(tp: Any) -> str:
     if tp is LayerSelection:
         return "layer selection (name, index, list of them, 'all' or 'none')"
