@@ -39,7 +39,8 @@ def check_layers(cfg) -> None:
     """Resolve every layer selector against the agent's network (built on the CPU, then dropped)."""
     from rlsmooth.envs import make_vec_env
     from rlsmooth.networks import select_layers
-    env = make_vec_env(cfg.env, 1, cfg.seed, training=False)
+    from rlsmooth.seeding import EVAL_CLI, SeedStreams
+    env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(EVAL_CLI, 1), training=False)
     net = agent_module(cfg.agent).build(cfg, env.obs_shape, env.num_actions)
     env.close()
     select_layers(net, cfg.spectral.layers, "spectral.layers")

@@ -1,57 +1,50 @@
 """A2C (Mnih et al. 2016, synchronous) for discrete actions; defaults follow Stable-Baselines3's A2C
 (5-step rollouts, RMSprop lr 7e-4 / alpha 0.99 / eps 1e-5 set in the preset, gamma 0.99, GAE lambda 1
-(plain n-step returns), entropy 0.01, value coef 0.5 (set as 0.25 * 2 in SB3's form), max grad norm 0.5).
+(plain n-step returns), entropy 0.01, value coef 0.5 on the mean squared error, max grad norm 0.5).
 
 Algorithm box
   build   actor-critic (shared torso by default; ``separate_critic`` gives the critic its own)
   act     sample a ~ pi(.|s) for all N envs in one forward pass, T steps per rollout
-  update  one gradient step on  L = -mean(log pi(a|s) A) + vf_coef * value loss - ent_coef * entropy
+  update  one gradient step on  L = -mean(log pi(a|s) A) + vf_coef * mean((R - V)^2) - ent_coef * entropy
   loop    rlsmooth.actor_critic (shared with PPO)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from rlsmooth.actor_critic import ActorCritic, Rollout, build_actor_critic, load_policy, train_actor_critic
-from rlsmooth.config import TrainConfig, require_all
-from rlsmooth.losses import value_loss
+from rlsmooth.actor_critic import (ActorCritic, ActorCriticConfig, Rollout, build_actor_critic, load_policy,
+                                   train_actor_critic)
+from rlsmooth.config import TrainConfig
 from rlsmooth.optim import RhoScaler, optimizer_step
 
 
 @dataclass
-class A2CConfig:
+class A2CConfig(ActorCriticConfig):
     num_steps: int = 5
-    """Rollout length T per env (agent steps per env between updates)."""
-    gamma: float = 0.99
-    """Discount factor."""
+    """Rollout length T per env (A2C: 5)."""
     gae_lambda: float = 1.0
-    """GAE lambda (1 = n-step returns, the original A2C)."""
-    ent_coef: float = 0.01
-    """Entropy bonus weight."""
-    vf_coef: float = 0.5
-    """Value loss weight (applied to 0.5 * squared error)."""
+    """GAE lambda (A2C: 1, plain n-step returns)."""
     norm_adv: bool = False
-    """Normalise advantages per update."""
+    """Normalise advantages per update (A2C: off)."""
     anneal_lr: bool = False
-    """Anneal the learning rate linearly to 0 over the run."""
-    separate_critic: bool = False
-    """Give the critic its own torso (critic.conv1 ... critic.fc) instead of sharing the actor's."""
-    eval_policy: Literal["sampled", "greedy", "both"] = "sampled"
-    """Evaluation policy: sample from pi, take its argmax, or report both (eval/greedy/...)."""
+    """Anneal the learning rate linearly to 0 (A2C: off)."""
 
-    def validate(self) -> None:
-        checks = [(self.num_steps >= 1, "algo.num_steps must be >= 1"),
-                  (0.0 <= self.gamma <= 1.0, "algo.gamma must be in [0, 1]"),
-                  (0.0 <= self.gae_lambda <= 1.0, "algo.gae_lambda must be in [0, 1]"),
-                  (self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")]
-        require_all(checks)
 
-    def check_against(self, cfg: TrainConfig) -> None:
-        """Nothing in A2C depends on other sections."""
+def a2c_loss(logprob: torch.Tensor, advantage: torch.Tensor, value: torch.Tensor, ret: torch.Tensor,
+             entropy: torch.Tensor, vf_coef: float, ent_coef: float) -> tuple[torch.Tensor, ...]:
+    """L = -mean(log pi(a|s) A) + vf_coef * mean((R - V(s))^2) - ent_coef * mean(H[pi(.|s)]).
+
+    The value term is the plain mean squared error, as in Stable-Baselines3's A2C
+    (``vf_coef * F.mse_loss(returns, values)``), not half of it.
+    Returns (loss, policy loss, value loss, entropy).
+    """
+    pg = -(logprob * advantage).mean()
+    v = (ret - value).square().mean()
+    ent = entropy.mean()
+    return pg + vf_coef * v - ent_coef * ent, pg, v, ent
 
 
 def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler | None, rollout: Rollout,
@@ -62,10 +55,8 @@ def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler
     adv = rollout.advantage
     if algo.norm_adv:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-    pg = -(dist.log_prob(rollout.action) * adv).mean()
-    v = value_loss(value, rollout.ret)
-    ent = dist.entropy().mean()
-    loss = pg + algo.vf_coef * v - algo.ent_coef * ent
+    loss, pg, v, ent = a2c_loss(dist.log_prob(rollout.action), adv, value, rollout.ret, dist.entropy(),
+                                algo.vf_coef, algo.ent_coef)
     optimizer_step(net, optimizer, scaler, loss, cfg.optim.grad_clip)
     values = torch.stack([pg.detach(), v.detach(), ent.detach()]).cpu().tolist()
     return dict(zip(("train/policy_loss", "train/value_loss", "train/entropy"), values))

@@ -15,16 +15,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from agents.dqn import DQNConfig
 from rlsmooth.config import ConfigError, TrainConfig
 from rlsmooth.losses import categorical_loss, categorical_projection
 from rlsmooth.networks import build_q_network
 from rlsmooth.replay import Batch
-from rlsmooth.value_loop import ValueAgent, load_value_policy, train_value_agent
+from rlsmooth.value_loop import ValueAgent, ValueConfig, load_value_policy, train_value_agent
 
 
 @dataclass
-class C51Config(DQNConfig):
+class C51Config(ValueConfig):
     num_atoms: int = 51
     """Atoms of the return distribution's fixed support."""
     v_min: float = -10.0

@@ -13,24 +13,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from rlsmooth.actor_critic import ActorCritic, Rollout, build_actor_critic, load_policy, train_actor_critic
+from rlsmooth.actor_critic import (ActorCritic, ActorCriticConfig, Rollout, build_actor_critic, load_policy,
+                                   train_actor_critic)
 from rlsmooth.config import ConfigError, TrainConfig, require_all
 from rlsmooth.losses import ppo_policy_loss, value_loss
 from rlsmooth.optim import RhoScaler, optimizer_step
 
 
 @dataclass
-class PPOConfig:
-    num_steps: int = 128
-    """Rollout length T per env (agent steps per env between updates)."""
-    gamma: float = 0.99
-    """Discount factor."""
-    gae_lambda: float = 0.95
-    """GAE lambda."""
+class PPOConfig(ActorCriticConfig):
     num_minibatches: int = 4
     """Minibatches per epoch (minibatch size = N * T / num_minibatches)."""
     update_epochs: int = 4
@@ -39,30 +33,15 @@ class PPOConfig:
     """Policy ratio clip."""
     clip_value: bool = True
     """Clip the value update to +-clip_coef around the rollout's values."""
-    ent_coef: float = 0.01
-    """Entropy bonus weight."""
-    vf_coef: float = 0.5
-    """Value loss weight."""
-    norm_adv: bool = True
-    """Normalise advantages per minibatch."""
-    anneal_lr: bool = True
-    """Anneal the learning rate linearly to 0 over the run."""
-    separate_critic: bool = False
-    """Give the critic its own torso (critic.conv1 ... critic.fc) instead of sharing the actor's."""
-    eval_policy: Literal["sampled", "greedy", "both"] = "sampled"
-    """Evaluation policy: sample from pi, take its argmax, or report both (eval/greedy/...)."""
 
     def validate(self) -> None:
-        checks = [(self.num_steps >= 1, "algo.num_steps must be >= 1"),
-                  (0.0 <= self.gamma <= 1.0, "algo.gamma must be in [0, 1]"),
-                  (0.0 <= self.gae_lambda <= 1.0, "algo.gae_lambda must be in [0, 1]"),
-                  (self.num_minibatches >= 1, "algo.num_minibatches must be >= 1"),
-                  (self.update_epochs >= 1, "algo.update_epochs must be >= 1"),
-                  (self.clip_coef > 0, "algo.clip_coef must be > 0"),
-                  (self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")]
-        require_all(checks)
+        super().validate()
+        require_all([(self.num_minibatches >= 1, "algo.num_minibatches must be >= 1"),
+                     (self.update_epochs >= 1, "algo.update_epochs must be >= 1"),
+                     (self.clip_coef > 0, "algo.clip_coef must be > 0")])
 
     def check_against(self, cfg: TrainConfig) -> None:
+        super().check_against(cfg)
         if cfg.env.num_envs * self.num_steps < self.num_minibatches:
             raise ConfigError(f"env.num_envs * algo.num_steps ({cfg.env.num_envs * self.num_steps}) is smaller "
                               f"than algo.num_minibatches ({self.num_minibatches})")

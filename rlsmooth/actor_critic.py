@@ -11,25 +11,68 @@ checkpoint on agent-step intervals (at iteration boundaries).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from rlsmooth import checkpoint as ckpt
-from rlsmooth.config import ConfigError, TrainConfig, to_dict
+from rlsmooth.config import ConfigError, TrainConfig, require_all, to_dict
 from rlsmooth.envs import make_vec_env
 from rlsmooth.evaluation import eval_metrics, evaluate
 from rlsmooth.logger import Logger
 from rlsmooth.schedule import due, end_of_iteration
 from rlsmooth.losses import gae
-from rlsmooth.networks import make_torso, select_layers
+from rlsmooth.networks import make_torso, select_layers, torso_forward
 from rlsmooth.optim import RhoScaler, build_optimizer, set_base_lr
 from rlsmooth.rundir import CHECKPOINT, interrupt_guard, provenance, resolve_device, write_config
 from rlsmooth.spectral import apply_spectral, sigma_metrics
-from rlsmooth.value_loop import seed_everything
+from rlsmooth import seeding
+from rlsmooth.seeding import SeedStreams
+
+
+@dataclass
+class ActorCriticConfig:
+    """Hyper-parameters PPO and A2C share (CleanRL's PPO Atari defaults; units: agent steps)."""
+
+    num_steps: int = 128
+    """Rollout length T per env (agent steps per env between updates)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda (1 = plain n-step returns)."""
+    ent_coef: float = 0.01
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    norm_adv: bool = True
+    """Normalise advantages (per minibatch)."""
+    anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0 over the run."""
+    separate_critic: bool = False
+    """Give the critic its own torso (critic.conv1 ... critic.fc) instead of sharing the actor's."""
+    eval_policy: Literal["sampled", "greedy", "both"] = "sampled"
+    """Evaluation policy: sample from pi, take its argmax, or report both (eval/greedy/...)."""
+
+    def validate(self) -> None:
+        require_all([(self.num_steps >= 1, "algo.num_steps must be >= 1"),
+                     (0.0 <= self.gamma <= 1.0, "algo.gamma must be in [0, 1]"),
+                     (0.0 <= self.gae_lambda <= 1.0, "algo.gae_lambda must be in [0, 1]"),
+                     (self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")])
+
+    def check_against(self, cfg: TrainConfig) -> None:
+        """``loop.total_steps`` means the same as for value-based agents: the run makes exactly that many
+        agent steps, so it must be a whole number of rollouts of N x T."""
+        batch = cfg.env.num_envs * self.num_steps
+        total = cfg.loop.total_steps
+        if total % batch:
+            below, above = total // batch * batch, (total // batch + 1) * batch
+            nearest = f"{below:_} or {above:_}" if below else f"{above:_}"
+            raise ConfigError(f"loop.total_steps ({total:_}) must be a multiple of env.num_envs x algo.num_steps "
+                              f"= {batch}; nearest valid: {nearest}")
 
 
 def orthogonal_init(layer: nn.Module, gain: float) -> None:
@@ -43,7 +86,7 @@ class ActorCritic(nn.Module):
     def __init__(self, make: Callable[[], nn.Module], num_actions: int, separate_critic: bool, obs_scale: float):
         super().__init__()
         self.torso = make()
-        self._torso_forward = type(self.torso).forward
+        self.conv_names, self.fc_names = self.torso.conv_names, self.torso.fc_names
         self.actor = nn.Module()
         self.actor.out = nn.Linear(self.torso.out_features, num_actions)
         self.critic = nn.Module()
@@ -62,8 +105,9 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = obs.float() * self.obs_scale
-        features = self._torso_forward(self.torso, x)
-        critic_features = self._torso_forward(self.critic, x) if self.separate_critic else features
+        features = torso_forward(self.torso, x, self.conv_names, self.fc_names)
+        critic_features = (torso_forward(self.critic, x, self.conv_names, self.fc_names) if self.separate_critic
+                           else features)
         logits = self.actor.out(features)
         value = self.critic.out(critic_features).squeeze(-1)
         if self.output_divisor is not None:
@@ -117,9 +161,11 @@ def build_model(cfg: TrainConfig, obs_shape: tuple, num_actions: int, device: to
     rho_layers = select_layers(net, cfg.optim.rho_layers, "optim.rho_layers") if cfg.optim.rho_scaling != "none" else []
     estimators = apply_spectral(net, cfg.spectral, obs_shape, extra_track=rho_layers)
     net.to(device)
-    optimizer, scaler = build_optimizer(net, cfg.optim, estimators, rho_layers)
-    if cfg.optim.rho_scaling == "divout":
+    scaler = RhoScaler.from_config(cfg.optim, cfg.spectral.k, net, estimators, rho_layers)
+    if scaler is not None and scaler.divide_output:
         net.divout_heads = heads_downstream(rho_layers, cfg.algo.separate_critic)
+        scaler.attach_output(net)
+    optimizer = build_optimizer(list(net.parameters()), cfg.optim, scaler)
     normalised = [n for n, e in estimators.items() if e.normalise]
     for name in normalised + rho_layers:
         if heads_downstream([name], cfg.algo.separate_critic) == ("actor", "critic"):
@@ -147,19 +193,21 @@ def load_policy(cfg: TrainConfig, state: dict, env, device: torch.device, greedy
         model.net.load_state_dict(state["net"])
     except RuntimeError as exc:
         raise ConfigError(f"checkpoint does not match the run's config.yaml: {str(exc).splitlines()[0]}") from None
-    generator = torch.Generator().manual_seed(cfg.seed + 7_777_777)
+    generator = torch.Generator().manual_seed(SeedStreams(cfg.seed).torch_seed(seeding.EVAL_CLI))
     return make_policy(model.net, device, greedy or cfg.algo.eval_policy == "greedy", generator)
 
 
 def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume: bool = False) -> dict:
     algo, loop = cfg.algo, cfg.loop
     device = resolve_device(cfg.device)
-    rng = seed_everything(cfg.seed)
+    streams = SeedStreams(cfg.seed)
+    streams.seed_globals()
+    rng = streams.generator(seeding.POLICY)
     state = ckpt.load(run_dir / CHECKPOINT) if resume else None
     start_step = int(state["step"]) if state else 0
     n, horizon = cfg.env.num_envs, algo.num_steps
-    env = make_vec_env(cfg.env, n, cfg.seed + start_step, training=True)
-    eval_env = make_vec_env(cfg.env, cfg.env.eval_num_envs, cfg.seed + 1_000_003, training=False)
+    env = make_vec_env(cfg.env, streams.env_seeds(seeding.TRAIN_ENV, n, start_step), training=True)
+    eval_env = make_vec_env(cfg.env, streams.env_seeds(seeding.EVAL_ENV, cfg.env.eval_num_envs), training=False)
     messages: list[str] = []
     model = build_model(cfg, env.obs_shape, env.num_actions, device, message=messages.append)
     net, optimizer = model.net, model.optimizer
@@ -170,7 +218,7 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
         write_config(run_dir, to_dict(cfg), meta)
 
     batch = n * horizon
-    num_iterations = max(1, loop.total_steps // batch)
+    num_iterations = loop.total_steps // batch   # an exact multiple: checked at load
     counters = {"step": 0, "iteration": 0, "next_log": loop.log_every, "next_eval": loop.eval_every or loop.total_steps,
                 "next_checkpoint": loop.checkpoint_every or loop.total_steps, "next_sigma": cfg.spectral.log_every}
     obs = env.reset()
@@ -212,7 +260,7 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
     def run_eval() -> dict[str, float]:
         metrics: dict[str, float] = {}
         for greedy in {"sampled": (False,), "greedy": (True,), "both": (False, True)}[algo.eval_policy]:
-            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + counters["step"])
+            generator = torch.Generator().manual_seed(streams.torch_seed(seeding.EVAL_POLICY, counters["step"]))
             result = evaluate(eval_env, make_policy(net, device, greedy, generator), loop.eval_steps, loop.eval_episodes,
                               keep_states=0)
             found = eval_metrics(result, cfg.env.suite, cfg.env.game)

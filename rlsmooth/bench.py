@@ -20,6 +20,7 @@ from rlsmooth.envs import make_vec_env
 from rlsmooth.logger import read_metrics
 from rlsmooth.replay import Batch, FrameReplay
 from rlsmooth.rundir import resolve_device
+from rlsmooth.seeding import TRAIN_ENV, SeedStreams
 from rlsmooth.value_loop import build_learner, epsilon_greedy, update_step
 
 DEFAULT_GAMES = {"atari": "breakout", "minatar": "breakout", "test": "chain"}
@@ -78,7 +79,7 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
     device = resolve_device(cfg.device)
     module = importlib.import_module(f"agents.{cfg.agent}")
     n = cfg.env.num_envs
-    env = make_vec_env(cfg.env, n, cfg.seed, training=True)
+    env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(TRAIN_ENV, n), training=True)
     obs = env.reset()
     rng = np.random.default_rng(0)
     results = {}
@@ -131,7 +132,7 @@ def update_timer(cfg, seed: int = 0):
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
     agent = importlib.import_module(f"agents.{cfg.agent}").value_agent(cfg)
-    env = make_vec_env(cfg.env, 1, cfg.seed, training=True)
+    env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(TRAIN_ENV, 1), training=True)
     learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
     env.close()
     b = cfg.algo.batch_size

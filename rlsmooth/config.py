@@ -7,6 +7,7 @@ wrong type or an impossible value raises :class:`ConfigError` with one line nami
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,8 +32,12 @@ class EnvConfig:
     game: str = "breakout"
     """Game id within the suite, e.g. ``pong`` / ``space_invaders`` (Atari), ``breakout`` (MinAtar), ``chain`` (test)."""
     protocol: Literal["paper", "sticky"] = "paper"
-    """Atari protocol (DESIGN §2): ``paper`` = no sticky actions, 0-30 no-ops, life loss terminal and
-    reward clipping in training; ``sticky`` = Machado et al. 2018 (p=0.25, no life-loss terminal)."""
+    """Atari protocol (docs/protocols.md): ``paper`` = no sticky actions, 0-30 no-op starts, life loss
+    terminal in training; ``sticky`` = Machado et al. 2018 (repeat-action probability 0.25, no no-op
+    starts, no life-loss terminal)."""
+    clip_rewards: bool = True
+    """Clip the learner's rewards to [-1, 1] in training (under either protocol, as Dopamine and
+    Machado et al. 2018 do); evaluation and every reported return always use raw game scores."""
     num_envs: int = 1
     """Parallel training environments N, stepped together; one batched forward pass acts for all."""
     eval_num_envs: int = 8
@@ -61,14 +66,19 @@ class EnvConfig:
 class NetworkConfig:
     kind: Literal["auto", "nature", "minatar"] = "auto"
     """Torso: Nature CNN (Atari), MinAtar net, or ``auto`` (Nature for Atari, MinAtar net otherwise)."""
-    hidden: int = 0
-    """Units of the penultimate ``fc`` layer; 0 = the torso's default (512 Nature, 128 MinAtar)."""
-    minatar_channels: int = 16
-    """Output channels of the MinAtar net's single 3x3 conv."""
+    hidden: list = field(default_factory=list)
+    """Units of the hidden fully connected layers (``fc``, or ``fc1`` ... ``fcM`` when there are several);
+    empty = the torso's default ([512] Nature, [128] MinAtar)."""
+    channels: list = field(default_factory=list)
+    """MinAtar torso: output channels of its 3x3 stride-1 convs ``conv1`` ... ``convK``; empty = [16].
+    The Nature CNN's convs are fixed."""
 
     def validate(self) -> None:
-        _require(self.hidden >= 0, "network.hidden must be >= 0")
-        _require(self.minatar_channels >= 1, "network.minatar_channels must be >= 1")
+        for key, values in (("network.hidden", self.hidden), ("network.channels", self.channels)):
+            _require(all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 65536 for x in values),
+                     f"{key} must be a list of integers in [1, 65536], got {values!r}")
+        _require(not (self.kind == "nature" and self.channels),
+                 "network.channels applies to the MinAtar torso; the Nature CNN's convs are fixed")
 
 
 LayerSelection = Union[str, int, list]
@@ -123,8 +133,9 @@ class OptimConfig:
     ``divout`` network output / stop_gradient(rho). The forward pass is not normalised."""
     rho_layers: LayerSelection = field(default_factory=lambda: ["fc"])
     """Layers whose sigma supplies rho (product over layers for ``divout``)."""
-    rho_only_shrink: bool = False
-    """Divide by max(rho, 1) instead of rho."""
+    rho_only_shrink: bool = True
+    """Clamped rho, as the paper's code: divide by max(rho / k, 1) (k = ``spectral.k``) instead of rho / k.
+    False gives the unclamped SN-equivalent form."""
 
     def validate(self) -> None:
         _require(self.lr > 0, f"optim.lr must be > 0 (got {self.lr})")
@@ -219,8 +230,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+                value = int(value)
+            else:
+                raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if not -2**63 <= value < 2**63:
+            raise ConfigError(f"{key}: {value} is out of range (integers must fit in 64 bits)")
         return value
     if tp is float:
         if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string
@@ -230,7 +244,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ConfigError(f"{key}: {value} is out of range") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
+    if tp is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -268,17 +292,50 @@ def deep_merge(base: dict, update: dict) -> dict:
     return merged
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(f"duplicate key '{key}' (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file's contents; a missing, unreadable or undecodable file raises ConfigError."""
+    path = Path(path)
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+
+
+def parse_yaml(text: str, path: str | Path) -> Any:
+    """YAML with duplicate keys refused; errors name the file and line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse YAML {path}: {' '.join(str(exc).split())}") from None
+
+
 def load_yaml(path: str | Path, _seen: tuple = ()) -> dict:
     """Read a config; a top-level ``base: other.yaml`` (relative to this file) is loaded first."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
     if path.resolve() in _seen:
         raise ConfigError(f"config {path} includes itself through 'base'")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse YAML {path}: {str(exc).splitlines()[0]}") from None
+    data = parse_yaml(read_text(path, "config file"), path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -325,7 +382,7 @@ class TrainConfig:
     algo: Any
     """The agent's own hyper-parameters (its config dataclass)."""
     seed: int = 0
-    """Seed for torch, numpy, the replay sampler and the environments."""
+    """Run seed in [0, 2^63): every random stream (each env, init, policy, replay) derives from it."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where networks and updates run; ``auto`` picks CUDA when available."""
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -352,5 +409,6 @@ def parse_train_config(data: dict, algo_classes: dict[str, type]) -> TrainConfig
     hints = typing.get_type_hints(TrainConfig)
     kwargs = {name: _coerce(value if value is not None else {}, hints[name], name) for name, value in data.items()}
     cfg = TrainConfig(algo=algo, **kwargs)
+    _require(0 <= cfg.seed < 2**63, f"seed must be in [0, 2^63), got {cfg.seed}")
     algo.check_against(cfg)   # checks that need other sections (e.g. replay size against num_envs)
     return cfg

@@ -10,8 +10,11 @@ ended episode in ``final_obs``.  Two kinds of ending are kept apart:
                      never cross it.  A truncation is an ``episode_end`` that is not ``terminal``,
                      so learners bootstrap through it from ``final_obs``.
 
-``reward`` is what the learner sees (clipped under the paper protocol's training envs) and
-``raw_reward`` is the game score used for every reported return.
+``reward`` is what the learner sees (clipped to [-1, 1] in training envs when ``env.clip_rewards``,
+under either Atari protocol) and ``raw_reward`` is the game score used for every reported return.
+
+Each env gets its own seed (``seeds[i]``: seed words from :mod:`rlsmooth.seeding`), used at the
+first reset; later resets continue the env's own random stream.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from rlsmooth.config import ConfigError, EnvConfig
+from rlsmooth.seeding import ale_seed
 
 MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 TEST_GAMES = ("chain",)
@@ -53,19 +57,24 @@ def check_game(cfg: EnvConfig) -> None:
         raise _unknown_game(cfg.suite, cfg.game, valid)
 
 
+def training_reward(raw: np.ndarray, clip: bool) -> np.ndarray:
+    """The learner's reward: the game score, clipped to [-1, 1] when ``clip``."""
+    return np.clip(raw, -1.0, 1.0) if clip else raw
+
+
 class AtariVecEnv:
     """N ALE games stepped in C++ threads (``ale_py.vector_env.AtariVectorEnv``)."""
 
-    def __init__(self, cfg: EnvConfig, num_envs: int, seed: int, training: bool):
+    def __init__(self, cfg: EnvConfig, num_envs: int, seeds: list[np.ndarray], training: bool):
         from ale_py.vector_env import AtariVectorEnv
 
         check_game(cfg)
         paper = cfg.protocol == "paper"
         self.num_envs = num_envs
         self.frame_channels = 1
-        self.clip_rewards = training and paper
+        self.clip_rewards = training and cfg.clip_rewards
         self.life_loss_terminal = training and paper
-        self._seed = seed
+        self._seeds: np.ndarray | None = np.array([ale_seed(w) for w in seeds], dtype=np.int64)
         self._env = AtariVectorEnv(
             cfg.game,
             num_envs,
@@ -90,7 +99,8 @@ class AtariVecEnv:
         self._lives = np.zeros(num_envs, dtype=np.int64)
 
     def reset(self) -> np.ndarray:
-        obs, info = self._env.reset(seed=self._seed)
+        obs, info = self._env.reset(seed=self._seeds)   # None after the first reset: streams go on
+        self._seeds = None
         self._lives = np.asarray(info["lives"], dtype=np.int64).copy()
         return obs
 
@@ -112,8 +122,7 @@ class AtariVecEnv:
             terminal |= (lives < self._lives) & ~episode_end
         self._lives = lives.copy()
         final_obs = info["final_obs"] if "final_obs" in info else obs
-        return Step(obs, np.clip(raw, -1.0, 1.0) if self.clip_rewards else raw, raw,
-                    terminal, episode_end, final_obs)
+        return Step(obs, training_reward(raw, self.clip_rewards), raw, terminal, episode_end, final_obs)
 
     def state_dict(self) -> dict:
         return {}  # emulator state is not checkpointed: a resumed run starts new episodes
@@ -128,15 +137,16 @@ class AtariVecEnv:
 class MinAtarVecEnv:
     """N MinAtar games stepped in Python (each is a 10x10xC binary grid, no frame stack)."""
 
-    def __init__(self, cfg: EnvConfig, num_envs: int, seed: int, training: bool):
+    def __init__(self, cfg: EnvConfig, num_envs: int, seeds: list[np.ndarray], training: bool):
         check_game(cfg)
         from minatar import Environment
 
         self.num_envs = num_envs
+        self.clip_rewards = training and cfg.clip_rewards
         self._envs = []
-        for i in range(num_envs):
+        for words in seeds:
             env = Environment(cfg.game, sticky_action_prob=cfg.minatar_sticky_prob)
-            env.seed(seed + i)
+            env.seed(words)   # RandomState takes the 128-bit seed as four uint32 words
             self._envs.append(env)
         h, w, c = self._envs[0].state_shape()
         self.obs_shape = (c, h, w)
@@ -172,7 +182,7 @@ class MinAtarVecEnv:
             for i in np.flatnonzero(done):
                 self._envs[i].reset()
                 obs[i] = self._obs(self._envs[i])
-        return Step(obs, reward, reward, done, done.copy(), final_obs)
+        return Step(obs, training_reward(reward, self.clip_rewards), reward, done, done.copy(), final_obs)
 
     def state_dict(self) -> dict:
         return {}
@@ -195,8 +205,8 @@ class ChainVecEnv:
     length = 6
     max_steps = 20
 
-    def __init__(self, cfg: EnvConfig, num_envs: int, seed: int, training: bool):
-        check_game(cfg)
+    def __init__(self, cfg: EnvConfig, num_envs: int, seeds: list[np.ndarray], training: bool):
+        check_game(cfg)   # deterministic: the seeds are not used
         self.num_envs = num_envs
         self.num_actions = 2
         self.obs_shape = (1, 10, 10)
@@ -248,7 +258,8 @@ class ChainVecEnv:
 VecEnv = AtariVecEnv | MinAtarVecEnv | ChainVecEnv
 
 
-def make_vec_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool) -> VecEnv:
-    """Training envs (``training=True``) apply the protocol's life-loss terminal and clipping."""
+def make_vec_env(cfg: EnvConfig, seeds: list[np.ndarray], training: bool) -> VecEnv:
+    """One env per seed. Training envs (``training=True``) apply reward clipping (``env.clip_rewards``)
+    and, under the paper protocol, the life-loss terminal."""
     cls = {"atari": AtariVecEnv, "minatar": MinAtarVecEnv, "test": ChainVecEnv}[cfg.suite]
-    return cls(cfg, num_envs, seed, training)
+    return cls(cfg, len(seeds), seeds, training)

@@ -13,6 +13,7 @@ from rlsmooth.envs import make_vec_env
 from rlsmooth.evaluation import evaluate
 from rlsmooth.rundir import CHECKPOINT, read_config, resolve_device
 from rlsmooth.scores import human_normalized
+from rlsmooth.seeding import EVAL_CLI, SeedStreams
 
 AGENTS = ("dqn", "c51", "ppo", "a2c")
 
@@ -28,7 +29,8 @@ def evaluate_run(run_dir: Path, episodes: int, device_name: str = "auto", greedy
     cfg = parse_train_config(data, {agent_name: module.CONFIG})
     state = ckpt.load(Path(run_dir) / CHECKPOINT)
     device = resolve_device(device_name)
-    env = make_vec_env(cfg.env, min(cfg.env.eval_num_envs, episodes), cfg.seed + 7_777_777, training=False)
+    env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(EVAL_CLI, min(cfg.env.eval_num_envs, episodes)),
+                       training=False)
     policy = module.load_policy(cfg, state, env, device, greedy)
     result = evaluate(env, policy, steps=cfg.loop.eval_steps, episodes=episodes, keep_states=0)
     env.close()

@@ -25,6 +25,16 @@ def init_xavier(module: nn.Module) -> None:
                 nn.init.zeros_(layer.bias)
 
 
+def torso_forward(owner: nn.Module, x: torch.Tensor, conv_names: list[str], fc_names: list[str]) -> torch.Tensor:
+    """ReLU after every conv, flatten, ReLU after every hidden layer; layers looked up on ``owner`` by name."""
+    for name in conv_names:
+        x = torch.relu(getattr(owner, name)(x))
+    x = x.flatten(1)
+    for name in fc_names:
+        x = torch.relu(getattr(owner, name)(x))
+    return x
+
+
 class NatureTorso(nn.Module):
     """Nature CNN torso: 32x8x8/4, 64x4x4/2, 64x3x3/1, FC ``hidden`` (Mnih et al. 2015)."""
 
@@ -38,26 +48,42 @@ class NatureTorso(nn.Module):
         h, w = h - 2, w - 2
         self.fc = nn.Linear(64 * h * w, hidden)
         self.out_features = hidden
+        self.conv_names, self.fc_names = ["conv1", "conv2", "conv3"], ["fc"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        x = torch.relu(self.conv3(x))
-        return torch.relu(self.fc(x.flatten(1)))
+        return torso_forward(self, x, self.conv_names, self.fc_names)
+
+
+def hidden_names(count: int) -> list[str]:
+    """``fc`` for a single hidden layer, else ``fc1`` ... ``fcM``."""
+    return ["fc"] if count == 1 else [f"fc{i + 1}" for i in range(count)]
 
 
 class MinAtarTorso(nn.Module):
-    """MinAtar torso (Young & Tian 2019): conv ``channels``x3x3/1, FC ``hidden``."""
+    """MinAtar torso: 3x3 stride-1 convs ``conv1`` ... ``convK`` (no padding), then hidden layers.
 
-    def __init__(self, in_channels: int, height: int, width: int, hidden: int = 128, channels: int = 16):
+    The default, one conv of 16 channels and ``fc`` of 128 units, is Young & Tian's (2019) network;
+    Gogianu et al. (2021) vary it from [8, 8, 8] + [32] to [32, 32, 24] + [256].
+    """
+
+    def __init__(self, in_channels: int, height: int, width: int, hidden: list[int], channels: list[int]):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=1)
-        self.fc = nn.Linear(channels * (height - 2) * (width - 2), hidden)
-        self.out_features = hidden
+        if height - 2 * len(channels) < 1 or width - 2 * len(channels) < 1:
+            raise ConfigError(f"network.channels: {len(channels)} 3x3 convs do not fit a {height}x{width} input")
+        self.conv_names = [f"conv{i + 1}" for i in range(len(channels))]
+        self.fc_names = hidden_names(len(hidden))
+        c = in_channels
+        for name, out in zip(self.conv_names, channels):
+            self.add_module(name, nn.Conv2d(c, out, 3, stride=1))
+            c = out
+        features = c * (height - 2 * len(channels)) * (width - 2 * len(channels))
+        for name, units in zip(self.fc_names, hidden):
+            self.add_module(name, nn.Linear(features, units))
+            features = units
+        self.out_features = features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv1(x))
-        return torch.relu(self.fc(x.flatten(1)))
+        return torso_forward(self, x, self.conv_names, self.fc_names)
 
 
 def make_torso(cfg: NetworkConfig, suite: str, obs_shape: tuple[int, ...]) -> nn.Module:
@@ -66,8 +92,10 @@ def make_torso(cfg: NetworkConfig, suite: str, obs_shape: tuple[int, ...]) -> nn
     if kind == "nature":
         if h < 36 or w < 36:
             raise ConfigError(f"network.kind=nature needs observations of at least 36x36, got {h}x{w}")
-        return NatureTorso(c, h, w, cfg.hidden or 512)
-    return MinAtarTorso(c, h, w, cfg.hidden or 128, cfg.minatar_channels)
+        if len(cfg.hidden) > 1:
+            raise ConfigError("network.hidden: the Nature CNN has one hidden layer (fc)")
+        return NatureTorso(c, h, w, cfg.hidden[0] if cfg.hidden else 512)
+    return MinAtarTorso(c, h, w, cfg.hidden or [128], cfg.channels or [16])
 
 
 class QNetwork(nn.Module):
@@ -79,10 +107,9 @@ class QNetwork(nn.Module):
 
     def __init__(self, torso: nn.Module, num_actions: int, num_atoms: int = 1, obs_scale: float = 1.0):
         super().__init__()
-        self.torso_layers = list(dict(torso.named_children()))
         for name, layer in torso.named_children():  # flatten so names read conv1 ... fc, out
             self.add_module(name, layer)
-        self._torso_forward = type(torso).forward
+        self.conv_names, self.fc_names = torso.conv_names, torso.fc_names
         self.out = nn.Linear(torso.out_features, num_actions * num_atoms)
         self.num_actions = num_actions
         self.num_atoms = num_atoms
@@ -92,7 +119,7 @@ class QNetwork(nn.Module):
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Penultimate features (post-ReLU output of ``fc``)."""
-        return self._torso_forward(self, obs.float() * self.obs_scale)
+        return torso_forward(self, obs.float() * self.obs_scale, self.conv_names, self.fc_names)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         out = self.out(self.features(obs))

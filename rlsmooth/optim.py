@@ -1,4 +1,4 @@
-"""Optimisers with per-layer parameter groups and the rho-scaling modes (DESIGN §1).
+"""Optimisers with per-layer parameter groups and the rho-scaling modes (docs/method.md).
 
 With W_bar = W / sigma and G = dL/dW_bar (ignoring the gradient through sigma), dL/dW = G / sigma,
 and Adam(g / c; eps) = Adam(g; c * eps).  So normalising a layer acts on its weight like
@@ -10,10 +10,11 @@ normalising the forward pass, with rho = the tracked sigma of the selected layer
 * ``grad``    -- the weight gradient is divided by rho before the step (under Adam: eps * rho);
 * ``lr+grad`` -- both, the full SN-equivalent update;
 * ``divout``  -- the network output is divided by stop_gradient(prod rho).
+
+By default rho is clamped as in the paper's code (divide by max(rho / k, 1)); ``rho_only_shrink:
+false`` gives the unclamped SN-equivalent form (divide by rho / k).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -31,37 +32,66 @@ def make_optimizer(params: list[dict], cfg: OptimConfig) -> torch.optim.Optimize
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
 
 
-@dataclass
 class RhoScaler:
-    """Applies ``optim.rho_scaling`` around each optimiser step."""
+    """``optim.rho_scaling`` parsed once and bound to one network and its sigma estimators.
 
-    mode: str
-    layers: dict[str, nn.Module]
-    estimators: dict[str, SpectralNorm]
-    only_shrink: bool
+    It owns everything the mode changes: the per-layer parameter groups (``lr``), the gradient
+    division before each step (``grad``) and the output divisor (``divout``), for the online and
+    target networks alike (one scaler per network).  The divisor of a layer is rho / k, or
+    max(rho / k, 1) with ``only_shrink`` (the paper's code; k = ``spectral.k``).
+    """
 
-    def rho(self, name: str) -> torch.Tensor:
-        sigma = self.estimators[name].sigma.detach()
-        return sigma.clamp_min(1.0) if self.only_shrink else sigma
+    def __init__(self, mode: str, layers: dict[str, nn.Module], estimators: dict[str, SpectralNorm],
+                 only_shrink: bool, k: float = 1.0):
+        self.scale_lr = mode in ("lr", "lr+grad")
+        self.scale_grad = mode in ("grad", "lr+grad")
+        self.divide_output = mode == "divout"
+        self.layers, self.estimators = layers, estimators
+        self.only_shrink, self.k = only_shrink, k
+
+    @classmethod
+    def from_config(cls, cfg: OptimConfig, k: float, model: nn.Module, estimators: dict[str, SpectralNorm],
+                    layers: list[str]) -> "RhoScaler | None":
+        """None when ``cfg.rho_scaling`` is ``none``; ``layers`` are resolved names, each tracked in ``estimators``."""
+        if cfg.rho_scaling == "none":
+            return None
+        return cls(cfg.rho_scaling, {n: model.get_submodule(n) for n in layers}, {n: estimators[n] for n in layers},
+                   cfg.rho_only_shrink, k)
+
+    def divisor(self, name: str) -> torch.Tensor:
+        rho = self.estimators[name].sigma.detach() / self.k
+        return rho.clamp_min(1.0) if self.only_shrink else rho
 
     def output_divisor(self) -> torch.Tensor:
         rho = torch.ones((), device=next(iter(self.estimators.values())).sigma.device)
         for name in self.layers:
-            rho = rho * self.rho(name)
+            rho = rho * self.divisor(name)
         return rho
+
+    def attach_output(self, model: nn.Module) -> None:
+        """``divout``: make ``model`` divide its output by stop_gradient(prod of divisors)."""
+        if self.divide_output:
+            model.output_divisor = self.output_divisor
+
+    def param_groups(self, params: list[nn.Parameter]) -> list[dict]:
+        """``lr``: each scaled layer's weight in a group named after the layer; the rest in ``base``."""
+        groups = [{"params": [raw_weight(layer)], "name": name} for name, layer in self.layers.items()] \
+            if self.scale_lr else []
+        taken = {id(p) for g in groups for p in g["params"]}
+        return [{"params": [p for p in params if id(p) not in taken], "name": "base"}, *groups]
 
     def before_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Call after backward, before ``optimizer.step()``; ``set_base_lr`` keeps annealing working."""
-        if self.mode in ("lr", "lr+grad"):
-            rhos = dict(zip(self.layers, torch.stack([self.rho(n) for n in self.layers]).cpu().tolist()))
+        if self.scale_lr:
+            rhos = dict(zip(self.layers, torch.stack([self.divisor(n) for n in self.layers]).cpu().tolist()))
             for group in optimizer.param_groups:
                 if group["name"] in rhos:
                     group["lr"] = group["base_lr"] / rhos[group["name"]]
-        if self.mode in ("grad", "lr+grad"):
+        if self.scale_grad:
             for name, layer in self.layers.items():
                 weight = raw_weight(layer)
                 if weight.grad is not None:
-                    weight.grad.div_(self.rho(name))
+                    weight.grad.div_(self.divisor(name))
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: RhoScaler | None,
@@ -83,28 +113,9 @@ def set_base_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, estimators: dict[str, SpectralNorm],
-                    rho_layers: list[str], params: list[nn.Parameter] | None = None
-                    ) -> tuple[torch.optim.Optimizer, RhoScaler | None]:
-    """Optimiser over ``params`` (default: all of ``model``'s), with one group per rho-scaled layer.
-
-    ``rho_layers`` are resolved layer names, each already tracked in ``estimators``.
-    """
-    params = list(model.parameters()) if params is None else params
-    scaler = None
-    groups: list[dict] = []
-    scaled: dict[str, nn.Module] = {}
-    if cfg.rho_scaling != "none":
-        scaled = {name: model.get_submodule(name) for name in rho_layers}
-        scaler = RhoScaler(cfg.rho_scaling, scaled, {n: estimators[n] for n in rho_layers}, cfg.rho_only_shrink)
-    if cfg.rho_scaling in ("lr", "lr+grad"):
-        for name, layer in scaled.items():
-            groups.append({"params": [raw_weight(layer)], "name": name})
-    taken = {id(p) for g in groups for p in g["params"]}
-    groups.insert(0, {"params": [p for p in params if id(p) not in taken], "name": "base"})
+def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig, scaler: RhoScaler | None) -> torch.optim.Optimizer:
+    """Optimiser over ``params``, with the rho scaler's parameter groups (if any)."""
+    groups = scaler.param_groups(params) if scaler is not None else [{"params": params, "name": "base"}]
     for group in groups:
         group["base_lr"] = cfg.lr
-    optimizer = make_optimizer(groups, cfg)
-    if scaler is not None and cfg.rho_scaling == "divout":
-        model.output_divisor = scaler.output_divisor
-    return optimizer, scaler
+    return make_optimizer(groups, cfg)

@@ -34,22 +34,37 @@ class Run:
     last_step: int
     eval_curve: list[tuple[int, float]]
     sigma_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    frames_per_step: int = 1
 
     @property
     def final_return(self) -> float:
         return self.eval_curve[-1][1]
 
 
-def variant_label(config: dict) -> str:
-    """A readable name for what a run changes: SN layers and rho scaling, else 'baseline'."""
+def variant_label(config: dict, axes: dict | None = None) -> str:
+    """What a run changes, from the resolved layer names its config recorded (``meta.layers``), so that
+    ``[-2]`` and ``[fc]`` on one network are one variant; sweep axes other than game, seed and variant
+    (e.g. a network size) are appended.  No SN and no rho scaling reads 'baseline'."""
+    layers = (config.get("meta") or {}).get("layers") or {}
+    spectral, optim = config.get("spectral") or {}, config.get("optim") or {}
     parts = []
-    layers = (config.get("spectral") or {}).get("layers", "none")
-    if layers not in ("none", [], None):
-        parts.append(f"sn{layers if isinstance(layers, list) else '[' + str(layers) + ']'}".replace("'", ""))
-    optim = config.get("optim") or {}
+    if layers.get("normalised"):
+        options = [o for o, on in (("only_shrink", spectral.get("only_shrink")),
+                                   (f"k={spectral.get('k')}", spectral.get("k", 1.0) != 1.0),
+                                   ("operator", spectral.get("conv_norm") == "operator")) if on]
+        parts.append(f"sn[{','.join(layers['normalised'] + options)}]")
     if optim.get("rho_scaling", "none") != "none":
-        parts.append(f"rho={optim['rho_scaling']}{optim.get('rho_layers', ['fc'])}".replace("'", ""))
-    return "+".join(parts) or "baseline"
+        form = "" if optim.get("rho_only_shrink", True) else ",unclamped"
+        parts.append(f"rho={optim['rho_scaling']}[{','.join(layers.get('rho_layers') or [])}{form}]")
+    label = "+".join(parts) or "baseline"
+    extra = [f"{k}={v}" for k, v in (axes or {}).items() if k not in ("game", "seed", "variant")]
+    return " ".join([label, *extra])
+
+
+def frames_per_step(config: dict) -> int:
+    """Emulator frames per agent step: the run's frame skip on Atari, 1 elsewhere."""
+    env = config.get("env") or {}
+    return int(env.get("frame_skip", 4)) if env.get("suite") == "atari" else 1
 
 
 def find_run_dirs(paths: list[Path]) -> tuple[list[Path], list[str]]:
@@ -100,14 +115,16 @@ def load_run(path: Path) -> Run:
             if key.startswith("spectral/sigma/"):
                 sigmas.setdefault(key[len("spectral/sigma/"):], []).append((int(r["step"]), float(value)))
     cell = path / "sweep_cell.json"
-    variant = variant_label(config)
+    axes = {}
     if cell.is_file():
         try:
-            variant = str(json.loads(cell.read_text()).get("variant", variant))
-        except json.JSONDecodeError:
-            pass
-    return Run(path, agent, suite, game, seed, variant, (path / "summary.json").is_file(),
-               max(int(r["step"]) for r in records), curve, sigmas)
+            axes = json.loads(cell.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError("unreadable sweep_cell.json") from None
+        if not isinstance(axes, dict):
+            raise ValueError("sweep_cell.json is not a mapping")
+    return Run(path, agent, suite, game, seed, variant_label(config, axes), (path / "summary.json").is_file(),
+               max(int(r["step"]) for r in records), curve, sigmas, frames_per_step(config))
 
 
 def t_interval(values: np.ndarray) -> tuple[float, float]:
@@ -298,7 +315,8 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
     elif runs and all(r.suite != "atari" for r in runs):
         lines += ["No human-normalised aggregates: human reference scores exist for Atari games only.", ""]
 
-    frames = 4 if all(r.suite == "atari" for r in runs) else None
+    skips = {r.frames_per_step for r in runs}
+    frames = skips.pop() if len(skips) == 1 and all(r.suite == "atari" for r in runs) else None
     plots = [p for p in (plot_curves(runs, games, variants, out, frames, sigma=False),
                          plot_curves(runs, games, variants, out, frames, sigma=True)) if p]
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]

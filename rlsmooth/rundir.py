@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from rlsmooth.config import ConfigError
+from rlsmooth.config import ConfigError, parse_yaml, read_text
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT = Path("checkpoints") / "latest.pt"
@@ -77,10 +77,7 @@ def read_config(run_dir: Path) -> dict:
         raise ConfigError(f"run directory not found: {run_dir}")
     if not path.is_file():
         raise ConfigError(f"{run_dir} has no {CONFIG_FILE}; not an rlsmooth run directory")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
+    data = parse_yaml(read_text(path, "run config"), path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} is not a config mapping")
     return data

@@ -9,7 +9,7 @@ Sweep YAML::
     axes:
       game: [breakout, space_invaders] # shorthand for env.game
       seed: [0, 1]
-      variant:                         # named groups of overrides
+      variant:                         # named groups of overrides (any axis given as a mapping)
         baseline: {}
         sn_fc: {spectral.layers: [fc]}
         lr_grad: {optim.rho_scaling: lr+grad}
@@ -31,9 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
-from rlsmooth.config import ConfigError, apply_overrides, load_yaml
+from rlsmooth.config import ConfigError, apply_overrides, load_yaml, parse_yaml, read_text
 from rlsmooth.rundir import CHECKPOINT
 
 SUMMARY = "summary.json"
@@ -69,12 +68,7 @@ def _override(key: str, value) -> str:
 
 def load_sweep(path: str | Path, out: str | None = None) -> Sweep:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse YAML {path}: {str(exc).splitlines()[0]}") from None
+    spec = parse_yaml(read_text(path, "sweep file"), path) or {}
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: a sweep is a mapping with base, axes, set, out, resources")
     unknown = sorted(set(spec) - {"base", "axes", "set", "out", "resources"})
@@ -90,17 +84,17 @@ def load_sweep(path: str | Path, out: str | None = None) -> Sweep:
     common = [_override(k, v) for k, v in (spec.get("set") or {}).items()]
     names, choices = [], []
     for axis, values in axes.items():
-        if axis == "variant":
-            if not isinstance(values, dict) or not values:
-                raise ConfigError(f"{path}: 'variant' must map variant names to override mappings")
+        if isinstance(values, dict):   # named groups of overrides, e.g. variant: {sn_fc: {spectral.layers: [fc]}}
+            if not values:
+                raise ConfigError(f"{path}: axis '{axis}' must name at least one group of overrides")
             options = []
             for vname, vset in values.items():
                 if vset is not None and not isinstance(vset, dict):
-                    raise ConfigError(f"{path}: variant '{vname}' must be a mapping of overrides")
+                    raise ConfigError(f"{path}: {axis} '{vname}' must be a mapping of overrides")
                 options.append((str(vname), [_override(k, v) for k, v in (vset or {}).items()]))
         else:
             if not isinstance(values, list) or not values:
-                raise ConfigError(f"{path}: axis '{axis}' must be a non-empty list")
+                raise ConfigError(f"{path}: axis '{axis}' must be a non-empty list, or a mapping of named overrides")
             key = SHORTHAND.get(axis, axis)
             options = [(v, [_override(key, v)]) for v in values]
         names.append(axis)
@@ -112,6 +106,12 @@ def load_sweep(path: str | Path, out: str | None = None) -> Sweep:
         name = "__".join(f"{axis}={value}" for axis, value in labels.items()).replace("/", "_")
         overrides = common + [o for _, ovs in combo for o in ovs]
         cells.append(Cell(name, labels, overrides, sweep_out / name))
+    seen: dict[str, Cell] = {}
+    for cell in cells:
+        if cell.name in seen:
+            raise ConfigError(f"{path}: two cells would share the run directory {cell.run_dir} "
+                              f"(duplicate value in an axis: {cell.name})")
+        seen[cell.name] = cell
     for cell in cells:  # validate every cell's config before running anything
         import run
         run.load_train_config(apply_overrides(load_yaml(base), list(cell.overrides)))

@@ -7,8 +7,8 @@ evaluate and checkpoint on agent-step intervals.
 """
 from __future__ import annotations
 
-import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from rlsmooth import checkpoint as ckpt
-from rlsmooth.config import TrainConfig, to_dict
+from rlsmooth.config import ConfigError, TrainConfig, require_all, to_dict
 from rlsmooth.diagnostics import diagnostics
 from rlsmooth.envs import make_vec_env
 from rlsmooth.evaluation import eval_metrics, evaluate
@@ -26,8 +26,65 @@ from rlsmooth.schedule import due, end_of_iteration
 from rlsmooth.networks import select_layers
 from rlsmooth.optim import RhoScaler, build_optimizer, optimizer_step
 from rlsmooth.replay import Batch, FrameReplay
+from rlsmooth import seeding
+from rlsmooth.seeding import SeedStreams
 from rlsmooth.rundir import CHECKPOINT, interrupt_guard, provenance, resolve_device, write_config
 from rlsmooth.spectral import apply_spectral, sigma_metrics
+
+
+@dataclass
+class ValueConfig:
+    """Hyper-parameters every value-based agent reads (DQN-Adam defaults; units: agent steps)."""
+
+    gamma: float = 0.99
+    """Discount factor."""
+    n_step: int = 1
+    """Length of the bootstrapped return (1 = one-step TD)."""
+    batch_size: int = 32
+    """Transitions per gradient update."""
+    replay_capacity: int = 1_000_000
+    """Replay size in transitions (split evenly over the N envs)."""
+    learning_starts: int = 20_000
+    """Agent steps of pure exploration before the first update."""
+    replay_ratio: float = 0.25
+    """Gradient updates per agent step (the paper: one update every 4 agent steps), kept for any N."""
+    target_update_every: int = 8_000
+    """Agent steps between copies of the online network into the target network."""
+    epsilon_start: float = 1.0
+    """Exploration rate during and right after warm-up."""
+    epsilon_end: float = 0.01
+    """Final exploration rate (at most ``epsilon_start``)."""
+    epsilon_decay_steps: int = 250_000
+    """Agent steps (after ``learning_starts``) over which epsilon decays linearly."""
+
+    def validate(self) -> None:
+        require_all([
+            (0.0 <= self.gamma <= 1.0, "algo.gamma must be in [0, 1]"),
+            (self.n_step >= 1, "algo.n_step must be >= 1"),
+            (self.batch_size >= 1, "algo.batch_size must be >= 1"),
+            (self.replay_capacity >= 1, "algo.replay_capacity must be >= 1"),
+            (self.batch_size <= self.replay_capacity,
+             f"algo.batch_size ({self.batch_size}) is larger than algo.replay_capacity ({self.replay_capacity})"),
+            (self.learning_starts >= 0, "algo.learning_starts must be >= 0"),
+            (self.replay_ratio > 0, "algo.replay_ratio must be > 0"),
+            (self.target_update_every >= 1, "algo.target_update_every must be >= 1"),
+            (0.0 <= self.epsilon_end <= 1.0 and 0.0 <= self.epsilon_start <= 1.0, "algo.epsilon_* must be in [0, 1]"),
+            (self.epsilon_end <= self.epsilon_start,
+             f"algo.epsilon_end ({self.epsilon_end}) is above algo.epsilon_start ({self.epsilon_start}): "
+             f"exploration would rise during training"),
+            (self.epsilon_decay_steps >= 0, "algo.epsilon_decay_steps must be >= 0")])
+
+    def check_against(self, cfg: TrainConfig) -> None:
+        per_env = self.replay_capacity // cfg.env.num_envs
+        if per_env < 4 * cfg.env.frame_stack + self.n_step + 2:
+            raise ConfigError(f"algo.replay_capacity {self.replay_capacity} is too small for {cfg.env.num_envs} envs")
+        needed = max(self.batch_size, cfg.env.num_envs * (self.n_step + cfg.env.frame_stack + 2))
+        if self.learning_starts < needed:
+            raise ConfigError(f"algo.learning_starts must be >= {needed} (a batch, and n-step + frame-stack "
+                              f"history in every env)")
+        if self.learning_starts >= cfg.loop.total_steps:
+            raise ConfigError(f"algo.learning_starts ({self.learning_starts}) >= loop.total_steps "
+                              f"({cfg.loop.total_steps}): the run would make no update")
 
 
 class ValueAgent(NamedTuple):
@@ -44,12 +101,6 @@ def linear_epsilon(step: int, start: float, end: float, decay_steps: int, warmup
         return end if step >= warmup else start
     frac = min(max(step - warmup, 0) / decay_steps, 1.0)
     return start + frac * (end - start)
-
-
-def seed_everything(seed: int) -> np.random.Generator:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)
 
 
 class Learner(NamedTuple):
@@ -73,11 +124,11 @@ def build_learner(cfg: TrainConfig, agent: ValueAgent, obs_shape: tuple, num_act
     target.load_state_dict(net.state_dict())
     target.eval()
     target.requires_grad_(False)
-    optimizer, scaler = build_optimizer(net, cfg.optim, estimators, rho_layers)
-    if cfg.optim.rho_scaling == "divout":
-        target.output_divisor = RhoScaler("divout", {n: target.get_submodule(n) for n in rho_layers},
-                                          {n: target_estimators[n] for n in rho_layers},
-                                          cfg.optim.rho_only_shrink).output_divisor
+    scaler = RhoScaler.from_config(cfg.optim, cfg.spectral.k, net, estimators, rho_layers)
+    if scaler is not None:
+        scaler.attach_output(net)
+        RhoScaler.from_config(cfg.optim, cfg.spectral.k, target, target_estimators, rho_layers).attach_output(target)
+    optimizer = build_optimizer(list(net.parameters()), cfg.optim, scaler)
     layers = {"normalised": [n for n, e in estimators.items() if e.normalise],
               "tracked": [n for n, e in estimators.items() if not e.normalise],
               "rho_layers": rho_layers}
@@ -107,7 +158,7 @@ def load_value_policy(cfg: TrainConfig, agent: ValueAgent, state: dict, env, dev
         learner.net.load_state_dict(state["net"])
     except RuntimeError as exc:
         raise ConfigError(f"checkpoint does not match the run's config.yaml: {str(exc).splitlines()[0]}") from None
-    rng = np.random.default_rng(cfg.seed + 7_777_777)
+    rng = SeedStreams(cfg.seed).generator(seeding.EVAL_CLI)
     epsilon = 0.0 if greedy else cfg.loop.eval_epsilon
 
     def policy(obs: np.ndarray) -> np.ndarray:
@@ -119,18 +170,20 @@ def load_value_policy(cfg: TrainConfig, agent: ValueAgent, state: dict, env, dev
 def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume: bool = False) -> dict:
     algo, loop = cfg.algo, cfg.loop
     device = resolve_device(cfg.device)
-    rng = seed_everything(cfg.seed)
+    streams = SeedStreams(cfg.seed)
+    streams.seed_globals()
+    rng = streams.generator(seeding.POLICY)
     state = ckpt.load(run_dir / CHECKPOINT) if resume else None
     start_step = int(state["step"]) if state else 0
 
     n = cfg.env.num_envs
-    env = make_vec_env(cfg.env, n, cfg.seed + start_step, training=True)
-    eval_env = make_vec_env(cfg.env, cfg.env.eval_num_envs, cfg.seed + 1_000_003, training=False)
+    env = make_vec_env(cfg.env, streams.env_seeds(seeding.TRAIN_ENV, n, start_step), training=True)
+    eval_env = make_vec_env(cfg.env, streams.env_seeds(seeding.EVAL_ENV, cfg.env.eval_num_envs), training=False)
     obs_shape, num_actions, channels = env.obs_shape, env.num_actions, env.frame_channels
     learner = build_learner(cfg, agent, obs_shape, num_actions, device)
     net, target = learner.net, learner.target
     replay = FrameReplay(algo.replay_capacity, n, (channels, *obs_shape[1:]), stack=obs_shape[0] // channels,
-                         n_step=algo.n_step, gamma=algo.gamma, seed=cfg.seed)
+                         n_step=algo.n_step, gamma=algo.gamma, seed=streams.sequence(seeding.REPLAY))
 
     if not resume:
         meta = provenance(device)
@@ -192,7 +245,7 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume
         return policy
 
     def run_eval() -> dict[str, float]:
-        eval_rng = np.random.default_rng([cfg.seed, counters["step"]])
+        eval_rng = streams.generator(seeding.EVAL_POLICY, counters["step"])
         result = evaluate(eval_env, greedy_policy(loop.eval_epsilon, eval_rng), loop.eval_steps, loop.eval_episodes)
         metrics = eval_metrics(result, cfg.env.suite, cfg.env.game)
         metrics.update(diagnostics(net, agent.q_values, result.states, device))

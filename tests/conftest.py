@@ -13,7 +13,7 @@ agent: {agent}
 seed: 0
 device: cpu
 env: {{suite: test, game: chain, num_envs: {num_envs}, eval_num_envs: 2}}
-network: {{kind: minatar, hidden: 32, minatar_channels: 4}}
+network: {{kind: minatar, hidden: [32], channels: [4]}}
 optim: {{name: adam, lr: 0.001, eps: 1.0e-4}}
 algo:
   gamma: 0.9

@@ -13,7 +13,7 @@ agent: {agent}
 seed: 0
 device: cpu
 env: {{suite: test, game: chain, num_envs: 4, eval_num_envs: 2}}
-network: {{kind: minatar, hidden: 32, minatar_channels: 4}}
+network: {{kind: minatar, hidden: [32], channels: [4]}}
 optim: {{name: adam, lr: 0.003, eps: 1.0e-5, grad_clip: 0.5}}
 algo:
   num_steps: 16

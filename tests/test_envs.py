@@ -1,12 +1,76 @@
 import numpy as np
 import pytest
 
+from rlsmooth import seeding
 from rlsmooth.config import ConfigError, EnvConfig
 from rlsmooth.envs import check_game, make_vec_env
+from rlsmooth.seeding import EVAL_ENV, TRAIN_ENV, SeedStreams, ale_seed
+
+
+def all_env_seeds(seed, n):
+    streams = SeedStreams(seed)
+    words = streams.env_seeds(TRAIN_ENV, n, 0) + streams.env_seeds(EVAL_ENV, n)
+    return [tuple(w.tolist()) for w in words], [ale_seed(w) for w in words]
+
+
+@pytest.mark.parametrize("n", [1, 2, 8, 64, 256])
+def test_seeds_s_and_s_plus_1_share_no_env_stream(n):
+    for s in (0, 1, 41, 2**40):
+        words_a, ale_a = all_env_seeds(s, n)
+        words_b, ale_b = all_env_seeds(s + 1, n)
+        # within a run every env (train and eval) has its own stream, and across runs none is shared
+        assert len(set(words_a)) == 2 * n and not set(words_a) & set(words_b)
+        assert len(set(ale_a)) == 2 * n and not set(ale_a) & set(ale_b)
+    # the other streams of a run differ between seeds too
+    a, b = SeedStreams(0), SeedStreams(1)
+    for kind in (seeding.INIT, seeding.POLICY, seeding.REPLAY, seeding.PYTHON):
+        assert a.sequence(kind).generate_state(4).tolist() != b.sequence(kind).generate_state(4).tolist()
+        assert a.sequence(kind).generate_state(4).tolist() == SeedStreams(0).sequence(kind).generate_state(4).tolist()
+
+
+def test_minatar_runs_with_neighbouring_seeds_play_different_games():
+    pytest.importorskip("minatar")
+    cfg = EnvConfig(suite="minatar", game="space_invaders")
+    n = 8
+    runs = [make_vec_env(cfg, SeedStreams(s).env_seeds(TRAIN_ENV, n), training=True) for s in (0, 1)]
+    for env in runs:
+        env.reset()
+    trajectories = [[], []]
+    for t in range(60):
+        actions = np.full(n, t % 6)
+        for i, env in enumerate(runs):
+            trajectories[i].append(env.step(actions).obs)
+    a, b = np.stack(trajectories[0], 1), np.stack(trajectories[1], 1)   # (n, T, C, H, W)
+    # with seed+i seeding, env i+1 of seed 0 replayed env i of seed 1 exactly; now no pair matches
+    for i in range(n):
+        for j in range(n):
+            assert not np.array_equal(a[i], b[j])
+
+
+@pytest.mark.parametrize("protocol", ["paper", "sticky"])
+def test_training_rewards_clipped_evaluation_raw_under_both_protocols(protocol):
+    cfg = EnvConfig(suite="atari", game="space_invaders", protocol=protocol)
+    seeds = SeedStreams(0).env_seeds(TRAIN_ENV, 2)
+    train = make_vec_env(cfg, seeds, training=True)
+    raw_env = make_vec_env(cfg, seeds, training=False)
+    train.reset(), raw_env.reset()
+    rng = np.random.default_rng(0)
+    big = 0
+    for _ in range(300):
+        actions = rng.integers(0, train.num_actions, 2)
+        a, b = train.step(actions), raw_env.step(actions)
+        np.testing.assert_array_equal(a.raw_reward, b.raw_reward)      # same seeds, same game
+        np.testing.assert_array_equal(a.reward, np.clip(a.raw_reward, -1, 1))
+        np.testing.assert_array_equal(b.reward, b.raw_reward)           # evaluation: raw scores
+        big += int((a.raw_reward > 1).sum())
+    assert big > 0    # Space Invaders scores 5-30 per alien: clipping was exercised
+    unclipped = make_vec_env(EnvConfig(suite="atari", game="space_invaders", protocol=protocol, clip_rewards=False),
+                             seeds, training=True)
+    assert not unclipped.clip_rewards
 
 
 def test_chain_env_terminal_truncation_and_autoreset():
-    env = make_vec_env(EnvConfig(suite="test", game="chain"), 2, seed=0, training=True)
+    env = make_vec_env(EnvConfig(suite="test", game="chain"), SeedStreams(0).env_seeds(TRAIN_ENV, 2), training=True)
     obs = env.reset()
     assert obs.shape == (2, 1, 10, 10) and obs[:, 0, 0, 0].tolist() == [1, 1]
     for _ in range(4):
@@ -30,8 +94,8 @@ def test_unknown_game_lists_close_matches():
 def test_minatar_env_shapes_and_seeding():
     pytest.importorskip("minatar")
     cfg = EnvConfig(suite="minatar", game="breakout")
-    a = make_vec_env(cfg, 2, seed=3, training=True)
-    b = make_vec_env(cfg, 2, seed=3, training=True)
+    a = make_vec_env(cfg, SeedStreams(3).env_seeds(TRAIN_ENV, 2), training=True)
+    b = make_vec_env(cfg, SeedStreams(3).env_seeds(TRAIN_ENV, 2), training=True)
     oa, ob = a.reset(), b.reset()
     np.testing.assert_array_equal(oa, ob)
     assert oa.shape == (2, 4, 10, 10) and a.num_actions == 6
@@ -44,7 +108,7 @@ def test_minatar_env_shapes_and_seeding():
 
 def test_atari_paper_protocol_life_loss_and_clipping():
     cfg = EnvConfig(suite="atari", game="breakout", protocol="paper")
-    train = make_vec_env(cfg, 2, seed=0, training=True)
+    train = make_vec_env(cfg, SeedStreams(0).env_seeds(TRAIN_ENV, 2), training=True)
     obs = train.reset()
     assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
     rng = np.random.default_rng(0)
@@ -54,7 +118,7 @@ def test_atari_paper_protocol_life_loss_and_clipping():
         assert np.all(np.abs(step.reward) <= 1.0)
         life_losses += int((step.terminal & ~step.episode_end).sum())
     assert life_losses > 0        # a lost life ends the bootstrap but not the game
-    evaluation = make_vec_env(cfg, 1, seed=0, training=False)
+    evaluation = make_vec_env(cfg, SeedStreams(0).env_seeds(TRAIN_ENV, 1), training=False)
     evaluation.reset()
     for _ in range(200):
         step = evaluation.step(np.array([1]))

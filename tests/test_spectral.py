@@ -10,7 +10,7 @@ from conftest import run_cli
 from rlsmooth import checkpoint as ckpt
 from rlsmooth.config import ConfigError, NetworkConfig, OptimConfig, SpectralConfig
 from rlsmooth.networks import build_q_network, select_layers
-from rlsmooth.optim import build_optimizer
+from rlsmooth.optim import RhoScaler, build_optimizer
 from rlsmooth.spectral import apply_spectral, raw_weight
 
 OBS = (4, 84, 84)
@@ -23,7 +23,7 @@ def nature(seed=0, actions=4):
 
 def minatar_net(seed=0, actions=3, obs=(2, 10, 10)):
     torch.manual_seed(seed)
-    return build_q_network(NetworkConfig(kind="minatar", hidden=32, minatar_channels=4), "minatar", obs, actions)
+    return build_q_network(NetworkConfig(kind="minatar", hidden=[32], channels=[4]), "minatar", obs, actions)
 
 
 def train_forward(net, obs, times):
@@ -146,11 +146,12 @@ def test_no_gradient_through_sigma_gives_G_over_sigma():
     assert torch.allclose(raw_weight(net.fc).grad, g_used / sigma, rtol=1e-4, atol=1e-7)
 
 
-def make_pair(mode, eps=1e-3, lr=1e-3):
+def make_pair(mode, eps=1e-3, lr=1e-3, only_shrink=False, k=1.0):
     net = minatar_net(seed=1)
     est = apply_spectral(net, SpectralConfig(), (2, 10, 10), extra_track=["fc"])
-    opt, scaler = build_optimizer(net, OptimConfig(lr=lr, eps=eps, rho_scaling=mode), est, ["fc"])
-    return net, opt, scaler, est
+    cfg = OptimConfig(lr=lr, eps=eps, rho_scaling=mode, rho_only_shrink=only_shrink)
+    scaler = RhoScaler.from_config(cfg, k, net, est, ["fc"])
+    return net, build_optimizer(list(net.parameters()), cfg, scaler), scaler, est
 
 
 def test_grad_scaling_under_adam_equals_eps_times_rho():
@@ -184,13 +185,41 @@ def test_lr_scaling_groups_exactly_the_selected_layer():
     assert groups["base"]["lr"] == 1e-3
 
 
+@pytest.mark.parametrize("only_shrink, k", [(True, 1.0), (True, 4.0), (False, 2.0)])
+def test_clamped_and_unclamped_rho(only_shrink, k):
+    """The paper's code: lr / max(1, rho) and grad / max(rho / k, 1); unclamped: rho / k for both."""
+    net, opt, scaler, est = make_pair("lr+grad", lr=1e-3, only_shrink=only_shrink, k=k)
+    sigma = float(torch.linalg.matrix_norm(raw_weight(net.fc).detach(), 2))
+    assert est["fc"].sigma.item() == pytest.approx(sigma, rel=1e-3)
+    expected = max(sigma / k, 1.0) if only_shrink else sigma / k
+    net(torch.rand(2, 2, 10, 10)).sum().backward()
+    grad = raw_weight(net.fc).grad.clone()
+    scaler.before_step(opt)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["fc"]["lr"] == pytest.approx(1e-3 / expected, rel=1e-3)
+    assert torch.allclose(raw_weight(net.fc).grad, grad / expected, rtol=1e-3)
+    if k == 4.0:   # sigma / k < 1: the clamped form leaves the layer's step alone
+        assert expected == 1.0 and groups["fc"]["lr"] == pytest.approx(1e-3)
+
+
+def test_rho_presets_follow_the_papers_clamped_form():
+    from rlsmooth.config import load_yaml
+    from conftest import ROOT
+    presets = sorted((ROOT / "configs" / "ablations").glob("*rho*.yaml"))
+    assert presets
+    for path in presets:
+        assert load_yaml(path).get("optim", {}).get("rho_only_shrink", True) is True, path
+    assert OptimConfig().rho_only_shrink is True
+
+
 def test_divout_equals_sn_forward_for_bias_free_relu_net():
     sn_net = minatar_net(seed=2)          # biases are zero at init: a bias-free ReLU net
     div_net = copy.deepcopy(sn_net)
     est_sn = apply_spectral(sn_net, SpectralConfig(layers=["fc"]), (2, 10, 10))
     est_div = apply_spectral(div_net, SpectralConfig(), (2, 10, 10), extra_track=["fc"])
     est_div["fc"].load_state_dict(est_sn["fc"].state_dict())
-    build_optimizer(div_net, OptimConfig(rho_scaling="divout"), est_div, ["fc"])
+    RhoScaler.from_config(OptimConfig(rho_scaling="divout", rho_only_shrink=False), 1.0, div_net, est_div,
+                          ["fc"]).attach_output(div_net)
     obs = torch.rand(5, 2, 10, 10)
     sn_net.eval(); div_net.eval()
     assert torch.allclose(sn_net(obs), div_net(obs), rtol=1e-5, atol=1e-7)

@@ -58,7 +58,7 @@ def test_local_sweep_runs_skips_and_resumes(tmp_path, chain_config):
     report = tmp_path / "report"
     run_cli("compare", out, "--out", report, "--reps", "200", check=True)
     text = (report / "report.md").read_text()
-    assert "| chain | sn_fc | 2 |" in text and "Probability of improvement" in text
+    assert "| chain | sn[fc] | 2 |" in text and "Probability of improvement" in text
     for png in ("learning_curves.png", "sigma_curves.png"):
         assert (report / png).stat().st_size > 5000
 
@@ -93,11 +93,17 @@ def test_ray_backend_runs_the_same_cells(tmp_path, chain_config):
     assert all((out / c / "summary.json").is_file() for c in ("variant=baseline__seed=0", "variant=sn_fc__seed=1"))
 
 
-def synthetic_run(root, name, game, variant, seed, returns, suite="atari", sigma=None):
+def synthetic_run(root, name, game, variant, seed, returns, suite="atari", sigma=None, selector=None,
+                  frame_skip=4):
+    """A run directory as training writes it; ``variant`` 'sn_fc' normalises fc (selected by ``selector``)."""
     d = root / name
     d.mkdir(parents=True)
-    (d / "config.yaml").write_text(yaml.safe_dump({"agent": "c51", "seed": seed, "env": {"suite": suite, "game": game}}))
-    (d / "sweep_cell.json").write_text(json.dumps({"variant": variant}))
+    normalised = ["fc"] if variant == "sn_fc" else []
+    config = {"agent": "c51", "seed": seed, "env": {"suite": suite, "game": game, "frame_skip": frame_skip},
+              "spectral": {"layers": selector or normalised or "none"},
+              "meta": {"layers": {"normalised": normalised, "tracked": [], "rho_layers": []}}}
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    (d / "sweep_cell.json").write_text(json.dumps({"variant": variant, "seed": seed}))
     with open(d / "metrics.jsonl", "w") as f:
         for i, r in enumerate(returns):
             rec = {"step": 1000 * (i + 1), "eval/episode_return": r}
@@ -129,13 +135,13 @@ def test_report_aggregates_against_independent_computation(tmp_path):
     # per-game mean and t interval over seeds
     from scipy import stats
     vals = np.array([finals[("sn_fc", "pong", s)] for s in range(3)])
-    n, mean, lo, hi = result["table"][("pong", "sn_fc")]
+    n, mean, lo, hi = result["table"][("pong", "sn[fc]")]
     half = stats.t.ppf(0.975, 2) * vals.std(ddof=1) / np.sqrt(3)
     assert n == 3 and mean == pytest.approx(vals.mean()) and (lo, hi) == pytest.approx((mean - half, mean + half))
     # aggregates of human-normalised scores
     for v in ("baseline", "sn_fc"):
         hns = np.array([[human_normalized(g, finals[(v, g, s)]) for g in games] for s in range(3)])
-        agg = result["aggregates"][v]
+        agg = result["aggregates"]["sn[fc]" if v == "sn_fc" else v]
         assert agg["mean"][0] == pytest.approx(hns.mean())
         assert agg["median"][0] == pytest.approx(np.median(hns.mean(axis=0)))
         flat = np.sort(hns.ravel())
@@ -147,9 +153,26 @@ def test_report_aggregates_against_independent_computation(tmp_path):
     poi = np.mean([np.mean([[1.0 if finals[("sn_fc", g, i)] > finals[("baseline", g, j)] else
                              0.5 if finals[("sn_fc", g, i)] == finals[("baseline", g, j)] else 0.0
                              for j in range(3)] for i in range(3)]) for g in games])
-    assert result["improvement"]["sn_fc"][0] == pytest.approx(poi)
+    assert result["improvement"]["sn[fc]"][0] == pytest.approx(poi)
     csv_text = (tmp_path / "rep" / "scores.csv").read_text()
     assert csv_text.count("\n") == 1 + 24
+
+
+def test_variants_grouped_by_resolved_layers_and_frames_from_frame_skip(tmp_path):
+    # the same layer chosen as [-2] in one run and [fc] in another is one variant
+    synthetic_run(tmp_path / "r", "a", "pong", "sn_fc", 0, [1.0, 2.0], selector=[-2], frame_skip=3)
+    synthetic_run(tmp_path / "r", "b", "pong", "sn_fc", 1, [1.0, 4.0], selector=["fc"], frame_skip=3)
+    synthetic_run(tmp_path / "r", "c", "pong", "baseline", 0, [1.0, 1.0], frame_skip=3)
+    result = compare([tmp_path / "r"], tmp_path / "rep", reps=100)
+    assert result["table"][("pong", "sn[fc]")][:2] == (2, pytest.approx(3.0))
+    from rlsmooth.report import load_run, variant_label
+    assert load_run(tmp_path / "r" / "a").frames_per_step == 3
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "sn[-2]" not in text
+    # rho scaling labels say the clamped form and the resolved layers; extra sweep axes are appended
+    config = {"optim": {"rho_scaling": "lr+grad", "rho_only_shrink": False, "rho_layers": [-2]},
+              "meta": {"layers": {"normalised": [], "rho_layers": ["fc"]}}}
+    assert variant_label(config, {"net": "c8_h32", "seed": 0}) == "rho=lr+grad[fc,unclamped] net=c8_h32"
 
 
 def test_identical_seeds_give_zero_width_interval(tmp_path):
