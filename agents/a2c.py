@@ -6,7 +6,7 @@ Algorithm box
   build   actor-critic (shared torso by default; ``separate_critic`` gives the critic its own)
   act     sample a ~ pi(.|s) for all N envs in one forward pass, T steps per rollout
   update  one gradient step on  L = -mean(log pi(a|s) A) + vf_coef * mean((R - V)^2) - ent_coef * entropy
-  loop    rlsmooth.actor_critic (shared with PPO)
+  loop    rlsmooth.training.actor_critic (shared with PPO)
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from rlsmooth.actor_critic import (ActorCritic, ActorCriticConfig, Rollout, build_actor_critic, load_policy,
+from rlsmooth.training.actor_critic import (ActorCritic, ActorCriticConfig, Rollout, build_actor_critic, load_policy,
                                    train_actor_critic)
 from rlsmooth.config import TrainConfig
-from rlsmooth.optim import RhoScaler, optimizer_step
+from rlsmooth.pieces.optim import RhoScaler, optimizer_step
 
 
 @dataclass
@@ -70,5 +70,6 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
     return train_actor_critic(cfg, run_dir, update, resume)
 
 
+FAMILY = "actor_critic"
 CONFIG = A2CConfig
 __all__ = ["A2CConfig", "build", "update", "train", "load_policy"]

@@ -5,7 +5,7 @@ Algorithm box
   act     epsilon-greedy on Q(s, a) = sum_z z p(z | s, a)
   update  project R + gamma^k z onto the support under p_target(. | s', a*) with
           a* = argmax_a Q_target(s', a); minimise the cross-entropy to p(. | s, a)
-  loop    rlsmooth.value_loop (shared with DQN)
+  loop    rlsmooth.training.value_loop (shared with DQN)
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from rlsmooth.config import ConfigError, TrainConfig
-from rlsmooth.losses import categorical_loss, categorical_projection
-from rlsmooth.networks import build_q_network
-from rlsmooth.replay import Batch
-from rlsmooth.value_loop import ValueAgent, ValueConfig, load_value_policy, train_value_agent
+from rlsmooth.pieces.losses import categorical_loss, categorical_projection
+from rlsmooth.pieces.networks import build_q_network
+from rlsmooth.pieces.replay import Batch
+from rlsmooth.training.value_loop import ValueAgent, ValueConfig, load_value_policy, train_value_agent
 
 
 @dataclass
@@ -82,4 +82,5 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
     return train_value_agent(cfg, run_dir, value_agent(cfg), resume)
 
 
+FAMILY = "value"
 CONFIG = C51Config

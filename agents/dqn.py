@@ -6,7 +6,7 @@ Algorithm box
   update  every 1 / replay_ratio agent steps: sample a batch, minimise the TD loss
           l(Q(s, a), R + gamma^k max_a' Q_target(s', a')), copy the target every
           ``target_update_every`` agent steps
-  loop    rlsmooth.value_loop (shared with C51): logging, evaluation, checkpoints
+  loop    rlsmooth.training.value_loop (shared with C51): logging, evaluation, checkpoints
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from rlsmooth.config import TrainConfig
-from rlsmooth.losses import double_td_target, q_loss, td_target
-from rlsmooth.networks import build_q_network
-from rlsmooth.replay import Batch
-from rlsmooth.value_loop import ValueAgent, ValueConfig, load_value_policy, train_value_agent
+from rlsmooth.pieces.losses import double_td_target, q_loss, td_target
+from rlsmooth.pieces.networks import build_q_network
+from rlsmooth.pieces.replay import Batch
+from rlsmooth.training.value_loop import ValueAgent, ValueConfig, load_value_policy, train_value_agent
 
 
 @dataclass
@@ -65,4 +65,5 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
     return train_value_agent(cfg, run_dir, value_agent(cfg), resume)
 
 
+FAMILY = "value"
 CONFIG = DQNConfig

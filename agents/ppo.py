@@ -7,7 +7,7 @@ Algorithm box
   act     sample a ~ pi(.|s) for all N envs in one forward pass, T steps per rollout
   update  GAE advantages; for each epoch and minibatch minimise
           L = clipped surrogate + vf_coef * (clipped) value loss - ent_coef * entropy
-  loop    rlsmooth.actor_critic (shared with A2C)
+  loop    rlsmooth.training.actor_critic (shared with A2C)
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from rlsmooth.actor_critic import (ActorCritic, ActorCriticConfig, Rollout, build_actor_critic, load_policy,
+from rlsmooth.training.actor_critic import (ActorCritic, ActorCriticConfig, Rollout, build_actor_critic, load_policy,
                                    train_actor_critic)
 from rlsmooth.config import ConfigError, TrainConfig, require_all
-from rlsmooth.losses import ppo_policy_loss, value_loss
-from rlsmooth.optim import RhoScaler, optimizer_step
+from rlsmooth.pieces.losses import ppo_policy_loss, value_loss
+from rlsmooth.pieces.optim import RhoScaler, optimizer_step
 
 
 @dataclass
@@ -92,5 +92,6 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
     return train_actor_critic(cfg, run_dir, update, resume)
 
 
+FAMILY = "actor_critic"
 CONFIG = PPOConfig
 __all__ = ["PPOConfig", "build", "update", "train", "load_policy"]

@@ -16,9 +16,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """Bad user input: the CLI prints the message on one line and exits with status 2."""
+from rlsmooth.errors import ConfigError
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from conftest import run_cli
-from rlsmooth.actor_critic import build_model, heads_downstream
+from rlsmooth.training.actor_critic import build_learner, heads_downstream
 from rlsmooth.config import parse_train_config
-from rlsmooth.rundir import resolve_device
+from rlsmooth.training.rundir import resolve_device
 
 AC_CHAIN = """
 agent: {agent}
@@ -56,14 +56,14 @@ def test_actor_critic_improves_on_chain(agent, extra, tmp_path):
 
 
 def test_sn_on_critic_layers_leaves_actor_layers_alone(tmp_path):
-    import run
+    from agents import algo_classes
     from rlsmooth.config import load_yaml
     data = load_yaml(write(tmp_path))
     data["algo"]["separate_critic"] = True
     data["spectral"] = {"layers": ["critic.fc"]}
-    cfg = parse_train_config(data, run.algo_classes())
+    cfg = parse_train_config(data, algo_classes())
     messages = []
-    model = build_model(cfg, (1, 10, 10), 2, resolve_device("cpu"), message=messages.append)
+    model = build_learner(cfg, (1, 10, 10), 2, resolve_device("cpu"), message=messages.append)
     names = [n for n, m in model.net.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
     assert names == ["torso.conv1", "torso.fc", "actor.out", "critic.conv1", "critic.fc", "critic.out"]
     assert model.layers["normalised"] == ["critic.fc"]
@@ -79,7 +79,7 @@ def test_sn_on_critic_layers_leaves_actor_layers_alone(tmp_path):
     # a shared layer is reported
     data["algo"]["separate_critic"] = False
     data["spectral"] = {"layers": ["torso.fc"]}
-    build_model(parse_train_config(data, run.algo_classes()), (1, 10, 10), 2, resolve_device("cpu"),
+    build_learner(parse_train_config(data, algo_classes()), (1, 10, 10), 2, resolve_device("cpu"),
                 message=messages.append)
     assert any("torso.fc is shared by actor and critic" in m for m in messages)
 

@@ -46,6 +46,7 @@ def test_missing_and_corrupt_files(chain_config, tmp_path):
     ckpt = out / "checkpoints" / "latest.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     assert_one_line_error(run_cli("eval", out), "cannot read checkpoint")
+    (out / "summary.json").unlink()   # a finished run resumes to a no-op; an unfinished one reads the checkpoint
     assert_one_line_error(run_cli("train", "--resume", out), "cannot read checkpoint")
 
 
@@ -71,13 +72,13 @@ def test_existing_run_directory_is_never_overwritten(chain_config, tmp_path):
 
 def test_overrides_and_typed_parsing():
     data = apply_overrides({"agent": "dqn"}, ["optim.lr=1e-5", "env.num_envs=4", "spectral.layers=[-2, conv1]"])
-    import run
-    cfg = parse_train_config(data, run.algo_classes())
+    from agents import algo_classes
+    cfg = parse_train_config(data, algo_classes())
     assert cfg.optim.lr == 1e-5 and cfg.env.num_envs == 4 and cfg.spectral.layers == [-2, "conv1"]
     with pytest.raises(ConfigError, match="not of the form"):
         apply_overrides({}, ["optim.lr"])
     with pytest.raises(ConfigError, match="expected one of"):
-        parse_train_config({"agent": "dqn", "optim": {"rho_scaling": "grads"}}, run.algo_classes())
+        parse_train_config({"agent": "dqn", "optim": {"rho_scaling": "grads"}}, algo_classes())
 
 
 def test_argparse_errors_are_one_line():

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from rlsmooth import seeding
+from rlsmooth.training import seeding
 from rlsmooth.config import ConfigError, EnvConfig
-from rlsmooth.envs import check_game, make_vec_env
-from rlsmooth.seeding import EVAL_ENV, TRAIN_ENV, SeedStreams, ale_seed
+from rlsmooth.pieces.envs import check_game, make_vec_env
+from rlsmooth.training.seeding import EVAL_ENV, TRAIN_ENV, SeedStreams, ale_seed
 
 
 def all_env_seeds(seed, n):

@@ -6,15 +6,15 @@ import torch.nn.functional as F
 
 from conftest import ROOT, run_cli
 from rlsmooth.config import ConfigError, NetworkConfig, apply_overrides, load_yaml
-from rlsmooth.networks import build_q_network, named_layers, select_layers
+from rlsmooth.pieces.networks import build_q_network, named_layers, select_layers
 
 CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "sweeps" not in p.parts)
 SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
 
 
 def load(data):
-    import run
-    return run.load_train_config(data)
+    from rlsmooth.validate import load_train_config
+    return load_train_config(data)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
@@ -24,7 +24,7 @@ def test_every_config_loads_and_validates(path):
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
 def test_every_sweep_loads_and_validates_all_its_cells(path):
-    from rlsmooth.sweep import load_sweep
+    from rlsmooth.experiments.sweep import load_sweep
     sweep = load_sweep(path)
     assert len(sweep.cells) == len({c.run_dir for c in sweep.cells})
 
@@ -41,7 +41,7 @@ def test_duplicate_yaml_keys_are_refused(tmp_path):
 def test_sweep_with_duplicate_cells_is_refused(tmp_path, chain_config):
     path = tmp_path / "sweep.yaml"
     path.write_text(f"base: {chain_config()}\naxes:\n  seed: [0, 0]\n")
-    from rlsmooth.sweep import load_sweep
+    from rlsmooth.experiments.sweep import load_sweep
     with pytest.raises(ConfigError, match="share the run directory .*seed=0"):
         load_sweep(path)
 
@@ -135,6 +135,6 @@ def test_paper_size_presets():
     for name, (channels, hidden) in expected.items():
         cfg = load(load_yaml(ROOT / "configs" / "ablations" / f"minatar_dqn_net_{name}.yaml"))
         assert (cfg.network.channels, cfg.network.hidden) == (channels, hidden)
-    from rlsmooth.sweep import load_sweep
+    from rlsmooth.experiments.sweep import load_sweep
     sweep = load_sweep(ROOT / "configs" / "sweeps" / "minatar_size_sn.yaml")
     assert len(sweep.cells) == 3 * 4 * 4 * 7

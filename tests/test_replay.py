@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlsmooth.replay import FrameReplay
+from rlsmooth.pieces.replay import FrameReplay
 
 
 def frame(value, shape=(1, 2, 2)):

@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import run_cli
-from rlsmooth import checkpoint as ckpt
+from rlsmooth.training import checkpoint as ckpt
 from rlsmooth.config import ConfigError, NetworkConfig, OptimConfig, SpectralConfig
-from rlsmooth.networks import build_q_network, select_layers
-from rlsmooth.optim import RhoScaler, build_optimizer
-from rlsmooth.spectral import apply_spectral, raw_weight
+from rlsmooth.pieces.networks import build_q_network, select_layers
+from rlsmooth.pieces.optim import RhoScaler, build_optimizer
+from rlsmooth.pieces.spectral import apply_spectral, raw_weight
 
 OBS = (4, 84, 84)
 
@@ -255,7 +255,7 @@ def test_agent_logs_sigma_and_normalises(chain_config, tmp_path):
 @pytest.mark.parametrize("only_shrink, factor", [(False, 1.0), (True, 3.0), (True, 0.1)])
 def test_fused_sigma_backward_matches_autograd(only_shrink, factor):
     """The custom backward against autograd through W / (u^T W v / k), in double precision."""
-    from rlsmooth.spectral import _DivideBySigma
+    from rlsmooth.pieces.spectral import _DivideBySigma
     torch.manual_seed(0)
     w = (torch.randn(7, 5, dtype=torch.float64) * factor).requires_grad_(True)
     v = torch.nn.functional.normalize(torch.randn(5, dtype=torch.float64), dim=0)
@@ -277,7 +277,7 @@ def test_fused_sigma_backward_matches_autograd(only_shrink, factor):
 @pytest.mark.parametrize("only_shrink, factor, bias", [(False, 1.0, True), (True, 3.0, False), (True, 0.1, True)])
 def test_fused_spectral_linear_matches_autograd(only_shrink, factor, bias):
     """Output-side fused SN linear against autograd through F.linear(x, W / s, b), in double precision."""
-    from rlsmooth.spectral import _SpectralLinear
+    from rlsmooth.pieces.spectral import _SpectralLinear
     torch.manual_seed(1)
     w = (torch.randn(6, 4, dtype=torch.float64) * factor).requires_grad_(True)
     b = torch.randn(6, dtype=torch.float64, requires_grad=True) if bias else None

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from rlsmooth.report import compare
-from rlsmooth.scores import REFERENCE_SCORES, human_normalized
+from rlsmooth.experiments.report import compare
+from rlsmooth.pieces.scores import REFERENCE_SCORES, human_normalized
 
 SWEEP = """
 base: {base}
@@ -81,7 +81,7 @@ def test_failing_cell_does_not_stop_the_others(tmp_path, chain_config):
     proc = run_cli("sweep", sweep, "--workers", "2")
     assert proc.returncode == 1
     assert proc.stdout.count("finished") == 2 and proc.stdout.count("failed (2)") == 2
-    assert "does not look like an rlsmooth run directory" in proc.stdout
+    assert "is a file, not a directory" in proc.stdout
 
 
 def test_ray_backend_runs_the_same_cells(tmp_path, chain_config):
@@ -165,7 +165,7 @@ def test_variants_grouped_by_resolved_layers_and_frames_from_frame_skip(tmp_path
     synthetic_run(tmp_path / "r", "c", "pong", "baseline", 0, [1.0, 1.0], frame_skip=3)
     result = compare([tmp_path / "r"], tmp_path / "rep", reps=100)
     assert result["table"][("pong", "sn[fc]")][:2] == (2, pytest.approx(3.0))
-    from rlsmooth.report import load_run, variant_label
+    from rlsmooth.experiments.report import load_run, variant_label
     assert load_run(tmp_path / "r" / "a").frames_per_step == 3
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "sn[-2]" not in text

@@ -33,12 +33,13 @@ from pathlib import Path
 
 
 from rlsmooth.config import ConfigError, apply_overrides, load_yaml, parse_yaml, read_text
-from rlsmooth.rundir import CHECKPOINT
+from rlsmooth.files import atomic_write_text
+from rlsmooth.training.rundir import CHECKPOINT, SUMMARY_FILE
+from rlsmooth.validate import load_train_config
 
-SUMMARY = "summary.json"
 CELL_FILE = "sweep_cell.json"
 SHORTHAND = {"game": "env.game", "seed": "seed", "agent": "agent"}
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]   # the checkout: holds agents/ and rlsmooth/
 
 
 @dataclass
@@ -113,13 +114,12 @@ def load_sweep(path: str | Path, out: str | None = None) -> Sweep:
                               f"(duplicate value in an axis: {cell.name})")
         seen[cell.name] = cell
     for cell in cells:  # validate every cell's config before running anything
-        import run
-        run.load_train_config(apply_overrides(load_yaml(base), list(cell.overrides)))
+        load_train_config(apply_overrides(load_yaml(base), list(cell.overrides)))
     return Sweep(path, base, sweep_out, cells, spec.get("resources") or {})
 
 
 def cell_state(run_dir: Path) -> str:
-    if (run_dir / SUMMARY).is_file():
+    if (run_dir / SUMMARY_FILE).is_file():
         return "done"
     if (run_dir / CHECKPOINT).is_file():
         return "resume"
@@ -130,8 +130,8 @@ def cell_state(run_dir: Path) -> str:
 
 def cell_command(cell: Cell, base: Path) -> list[str]:
     if cell.state == "resume":
-        return [sys.executable, str(ROOT / "run.py"), "train", "--resume", str(cell.run_dir)]
-    command = [sys.executable, str(ROOT / "run.py"), "train", str(base), *cell.overrides, "loop.progress=false",
+        return [sys.executable, "-m", "rlsmooth", "train", "--resume", str(cell.run_dir)]
+    command = [sys.executable, "-m", "rlsmooth", "train", str(base), *cell.overrides, "loop.progress=false",
                "--out", str(cell.run_dir)]
     return command + (["--replace"] if cell.state == "restart" else [])
 
@@ -144,6 +144,7 @@ def run_cell_process(command: list[str], log: str, cell_json: str, run_dir: str,
     threads slow down many-fold.
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     if threads > 0:
         env.setdefault("OMP_NUM_THREADS", str(threads))
         env.setdefault("MKL_NUM_THREADS", str(threads))
@@ -151,9 +152,9 @@ def run_cell_process(command: list[str], log: str, cell_json: str, run_dir: str,
     with open(log, "a") as f:
         f.write("$ " + " ".join(command) + "\n")
         f.flush()
-        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env)
-    if Path(run_dir).is_dir():
-        Path(cell_json).write_text(json.dumps(axes))
+        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if Path(run_dir).is_dir() and (Path(run_dir) / "config.yaml").is_file():
+        atomic_write_text(cell_json, json.dumps(axes))
     lines = [l for l in Path(log).read_text().splitlines() if l.strip()]
     return code, (lines[-1] if lines else "")
 

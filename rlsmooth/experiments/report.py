@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from rlsmooth.config import ConfigError
-from rlsmooth.scores import REFERENCE_SCORES, human_normalized
+from rlsmooth.pieces.scores import REFERENCE_SCORES, human_normalized
 
 CONFIDENCE = 0.95
 

@@ -9,34 +9,40 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rlsmooth.config import read_text
+from rlsmooth.errors import ConfigError
+from rlsmooth.files import atomic_write_text
+
 METRICS_FILE = "metrics.jsonl"
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep the complete lines with ``step <= last_step`` (drops a line cut by a kill)."""
+    """Keep the lines with ``step <= last_step``; a last line cut by a kill is dropped.
+
+    Any other line that is not a JSON object with an integer ``step`` means the file is not this
+    run's metrics: ConfigError, and the file is left as it is.
+    """
     if not path.exists():
         return
+    lines = read_text(path, "metrics file").splitlines(keepends=True)
     kept = []
-    for line in path.read_text().splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break
+    for number, line in enumerate(lines, 1):
         try:
             record = json.loads(line)
+            step = record["step"] if isinstance(record, dict) else None
         except json.JSONDecodeError:
-            break
-        if record.get("step", math.inf) <= last_step:
+            record, step = None, None
+        if not isinstance(step, int) or isinstance(step, bool):
+            if number == len(lines) and not line.endswith("\n"):
+                break   # the line a kill cut short
+            raise ConfigError(f"{path} line {number} is not a metrics record (a JSON object with an integer step)")
+        if step <= last_step:
             kept.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(kept))
-    tmp.replace(path)
+    atomic_write_text(path, "".join(kept))
 
 
 def read_metrics(path: Path) -> list[dict]:
-    records = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            records.append(json.loads(line))
-    return records
+    return [json.loads(line) for line in read_text(path, "metrics file").splitlines() if line.strip()]
 
 
 class Logger:

@@ -1,33 +1,26 @@
-"""``run.py eval RUN_DIR``: load a run's config and checkpoint, play evaluation episodes."""
+"""``rlsmooth eval RUN_DIR``: load a run's config and checkpoint, play evaluation episodes."""
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 
 import numpy as np
 
-from rlsmooth import checkpoint as ckpt
+from rlsmooth.training import checkpoint as ckpt
 from rlsmooth.config import ConfigError, parse_train_config
-from rlsmooth.envs import make_vec_env
-from rlsmooth.evaluation import evaluate
-from rlsmooth.rundir import CHECKPOINT, read_config, resolve_device
-from rlsmooth.scores import human_normalized
-from rlsmooth.seeding import EVAL_CLI, SeedStreams
-
-AGENTS = ("dqn", "c51", "ppo", "a2c")
-
+from rlsmooth.pieces.envs import make_vec_env
+from rlsmooth.training.evaluation import evaluate
+from rlsmooth.training.rundir import CHECKPOINT, read_config, resolve_device
+from rlsmooth.pieces.scores import human_normalized
+from rlsmooth.training.seeding import EVAL_CLI, SeedStreams
 
 def evaluate_run(run_dir: Path, episodes: int, device_name: str = "auto", greedy: bool = False) -> str:
     if episodes < 1:
         raise ConfigError("--episodes must be >= 1")
-    data = read_config(run_dir)
-    agent_name = data.get("agent")
-    if agent_name not in AGENTS:
-        raise ConfigError(f"{run_dir}/config.yaml names unknown agent '{agent_name}'")
-    module = importlib.import_module(f"agents.{agent_name}")
-    cfg = parse_train_config(data, {agent_name: module.CONFIG})
-    state = ckpt.load(Path(run_dir) / CHECKPOINT)
+    from agents import AGENTS, algo_classes
+    cfg = parse_train_config(read_config(run_dir), algo_classes())
+    module = AGENTS[cfg.agent]
+    state = ckpt.load(Path(run_dir) / CHECKPOINT, required=("step", "net"))
     device = resolve_device(device_name)
     env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(EVAL_CLI, min(cfg.env.eval_num_envs, episodes)),
                        training=False)

@@ -16,36 +16,41 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlsmooth.envs import make_vec_env
-from rlsmooth.logger import read_metrics
-from rlsmooth.replay import Batch, FrameReplay
-from rlsmooth.rundir import resolve_device
-from rlsmooth.seeding import TRAIN_ENV, SeedStreams
-from rlsmooth.value_loop import build_learner, epsilon_greedy, update_step
+from rlsmooth.pieces.envs import make_vec_env
+from rlsmooth.training.logger import read_metrics
+from rlsmooth.pieces.replay import Batch, FrameReplay
+from rlsmooth.training.rundir import resolve_device
+from rlsmooth.training.seeding import TRAIN_ENV, SeedStreams
+from rlsmooth.validate import load_train_config
+from rlsmooth.training.value_loop import build_learner, epsilon_greedy, update_step
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"   # the checkout's presets
 DEFAULT_GAMES = {"atari": "breakout", "minatar": "breakout", "test": "chain"}
 
 
-VALUE_AGENTS = ("dqn", "c51")
+
+
+def is_value(agent: str) -> bool:
+    from agents import AGENTS
+    return AGENTS[agent].FAMILY == "value"
 
 
 def bench_config(agent: str, suite: str, game: str, num_envs: int, device: str, steps: int, spectral: str):
     """The agent's preset for ``suite``, shortened to ``steps`` timed agent steps after a warm-up."""
-    import run
     from rlsmooth.config import load_yaml
     presets = {("atari", "dqn"): "atari_dqn_adam.yaml", ("atari", "c51"): "atari_c51.yaml",
                ("atari", "ppo"): "atari_ppo.yaml", ("atari", "a2c"): "atari_a2c.yaml"}
     base = presets.get((suite, agent), f"minatar_{agent}.yaml" if agent != "a2c" else "atari_a2c.yaml")
-    data = load_yaml(Path(run.__file__).parent / "configs" / base)
+    data = load_yaml(CONFIGS / base)
     data["env"].update({"suite": suite, "game": game, "num_envs": num_envs, "eval_num_envs": 1})
     data["device"] = device
     if spectral == "auto":   # the penultimate layer: fc, or the shared torso's fc for actor-critic
-        spectral = "fc" if agent in VALUE_AGENTS else "torso.fc"
+        spectral = "fc" if is_value(agent) else "torso.fc"
     data["spectral"] = {"layers": [] if spectral == "none" else [s for s in spectral.split(",") if s],
                         "log_every": 10 ** 9}
     if suite != "atari":
         data["network"] = {"kind": "minatar"}
-    if agent in VALUE_AGENTS:
+    if is_value(agent):
         warmup = max(1000, 2 * 32 * num_envs)
         data["algo"].update({"replay_capacity": max(20_000, 4 * warmup), "learning_starts": warmup})
         log_every = max(steps // 4, num_envs)
@@ -56,7 +61,7 @@ def bench_config(agent: str, suite: str, game: str, num_envs: int, device: str, 
         log_every = iteration
     data["loop"] = {"total_steps": warmup + steps, "eval_every": 0, "eval_steps": 1, "log_every": log_every,
                     "checkpoint_every": 0, "save_replay": False, "progress": False}
-    return run.load_train_config(data), warmup
+    return load_train_config(data), warmup
 
 
 def _rate(fn, seconds: float = 2.0, min_calls: int = 5) -> float:
@@ -89,9 +94,9 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
         obs = env.step(rng.integers(0, env.num_actions, n)).obs
     results["env_steps_per_s"] = n * _rate(env_step, seconds)
 
-    if cfg.agent not in VALUE_AGENTS:
-        from rlsmooth.actor_critic import build_model, make_policy
-        model = build_model(cfg, env.obs_shape, env.num_actions, device, message=lambda m: None)
+    if not is_value(cfg.agent):
+        from rlsmooth.training.actor_critic import build_learner, make_policy
+        model = build_learner(cfg, env.obs_shape, env.num_actions, device, message=lambda m: None)
         policy = make_policy(model.net, device, greedy=False, generator=torch.Generator().manual_seed(0))
         results["act_steps_per_s"] = n * _rate(lambda: policy(obs), seconds)
         env.close()
@@ -128,10 +133,10 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
 
 def update_timer(cfg, seed: int = 0):
     """A zero-argument function running one update of ``cfg``'s learner on a fixed batch."""
-    import importlib
+    from agents import AGENTS
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
-    agent = importlib.import_module(f"agents.{cfg.agent}").value_agent(cfg)
+    agent = AGENTS[cfg.agent].value_agent(cfg)
     env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(TRAIN_ENV, 1), training=True)
     learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
     env.close()
@@ -162,8 +167,8 @@ def update_cost(plain_cfg, sn_cfg, rounds: int = 7, seconds: float = 0.5) -> tup
 
 def bench_loop(cfg, warmup: int) -> float:
     """Agent steps/s of the whole training loop after warm-up (updates running)."""
-    import importlib
-    module = importlib.import_module(f"agents.{cfg.agent}")
+    from agents import AGENTS
+    module = AGENTS[cfg.agent]
     with tempfile.TemporaryDirectory() as tmp:
         module.train(cfg, Path(tmp))
         rows = [r for r in read_metrics(Path(tmp) / "metrics.jsonl") if "time/sps" in r and r["step"] > warmup]
@@ -176,7 +181,8 @@ def run_bench(args) -> dict:
     device = resolve_device(args.device)
     suite = args.suite
     game = args.game or DEFAULT_GAMES[suite]
-    agents = ["dqn", "c51", "ppo"] if args.agent == "all" else [args.agent]
+    from agents import AGENTS
+    agents = list(AGENTS) if args.agent == "all" else [args.agent]
     report = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "num_envs": args.num_envs, "suite": suite, "game": game, "torch_threads": torch.get_num_threads(),
               "agents": {}}
@@ -198,7 +204,7 @@ def run_bench(args) -> dict:
         if len(variants) == 2:
             plain, sn = (statistics.median(v) for v in loop.values())
             entry["sn_slowdown"] = round(1.0 - sn / plain, 4)
-            if agent in VALUE_AGENTS:   # the update is where SN costs: time it alone, interleaved
+            if is_value(agent):   # the update is where SN costs: time it alone, interleaved
                 u_plain, u_sn, u_cost = update_cost(cfg, list(variants.values())[1])
                 entry["update_per_s_plain_vs_sn"] = [round(u_plain, 1), round(u_sn, 1)]
                 entry["sn_update_slowdown"] = round(u_cost, 4)
@@ -206,7 +212,7 @@ def run_bench(args) -> dict:
         print(f"  {agent}: loop {entry['loop_steps_per_s']} agent steps/s"
               + (f" (SN slowdown {100 * entry['sn_slowdown']:.1f}%)" if "sn_slowdown" in entry else ""))
         line = f"        env {entry['env_steps_per_s']:.0f} steps/s | act {entry['act_steps_per_s']:.0f} steps/s"
-        if agent in VALUE_AGENTS:
+        if is_value(agent):
             line += (f" | sample {entry['replay_samples_per_s']:.0f} batches/s | update {entry['updates_per_s']:.0f}/s "
                      f"(bounds the loop at {entry['update_bound_steps_per_s']:.0f} steps/s)")
         print(line)

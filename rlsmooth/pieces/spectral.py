@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from rlsmooth.config import SpectralConfig
-from rlsmooth.networks import layer_input_shapes, select_layers
+from rlsmooth.pieces.networks import layer_input_shapes, select_layers
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:

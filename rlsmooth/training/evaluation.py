@@ -6,8 +6,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from rlsmooth.envs import VecEnv
-from rlsmooth.scores import human_normalized
+from rlsmooth.pieces.envs import VecEnv
+from rlsmooth.pieces.scores import human_normalized
 
 
 class EvalResult(NamedTuple):

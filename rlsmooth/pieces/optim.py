@@ -19,8 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rlsmooth.config import OptimConfig
-from rlsmooth.spectral import SpectralNorm, raw_weight
+from typing import NamedTuple
+
+from rlsmooth.config import OptimConfig, TrainConfig
+from rlsmooth.pieces.networks import select_layers
+from rlsmooth.pieces.spectral import SpectralNorm, apply_spectral, raw_weight
 
 
 def make_optimizer(params: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -119,3 +122,23 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig, scaler: RhoSca
     for group in groups:
         group["base_lr"] = cfg.lr
     return make_optimizer(groups, cfg)
+
+
+class SpectralSetup(NamedTuple):
+    """What ``spectral`` and ``optim.rho_scaling`` put on one network."""
+
+    estimators: dict[str, SpectralNorm]   # every normalised or tracked layer, in forward order
+    scaler: RhoScaler | None
+    layers: dict[str, list[str]]          # resolved names: normalised, tracked, rho_layers
+
+
+def apply_spectral_setup(net: nn.Module, cfg: TrainConfig, obs_shape: tuple) -> SpectralSetup:
+    """Register SN / track-only estimators and the rho scaler (its output division attached) on ``net``."""
+    rho_layers = select_layers(net, cfg.optim.rho_layers, "optim.rho_layers") if cfg.optim.rho_scaling != "none" else []
+    estimators = apply_spectral(net, cfg.spectral, obs_shape, extra_track=rho_layers)
+    scaler = RhoScaler.from_config(cfg.optim, cfg.spectral.k, net, estimators, rho_layers)
+    if scaler is not None:
+        scaler.attach_output(net)
+    layers = {"normalised": [n for n, e in estimators.items() if e.normalise],
+              "tracked": [n for n, e in estimators.items() if not e.normalise], "rho_layers": rho_layers}
+    return SpectralSetup(estimators, scaler, layers)

@@ -10,7 +10,6 @@ checkpoint on agent-step intervals (at iteration boundaries).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, NamedTuple
@@ -19,19 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlsmooth import checkpoint as ckpt
-from rlsmooth.config import ConfigError, TrainConfig, require_all, to_dict
-from rlsmooth.envs import make_vec_env
-from rlsmooth.evaluation import eval_metrics, evaluate
-from rlsmooth.logger import Logger
-from rlsmooth.schedule import due, end_of_iteration
-from rlsmooth.losses import gae
-from rlsmooth.networks import make_torso, select_layers, torso_forward
-from rlsmooth.optim import RhoScaler, build_optimizer, set_base_lr
-from rlsmooth.rundir import CHECKPOINT, interrupt_guard, provenance, resolve_device, write_config
-from rlsmooth.spectral import apply_spectral, sigma_metrics
-from rlsmooth import seeding
-from rlsmooth.seeding import SeedStreams
+from rlsmooth.config import ConfigError, TrainConfig, require_all
+from rlsmooth.pieces.losses import gae
+from rlsmooth.pieces.networks import make_torso, torso_forward
+from rlsmooth.pieces.optim import RhoScaler, apply_spectral_setup, build_optimizer, set_base_lr
+from rlsmooth.training import seeding
+from rlsmooth.training.checkpoint import restore
+from rlsmooth.training.evaluation import eval_metrics, evaluate
+from rlsmooth.training.seeding import SeedStreams
+from rlsmooth.training.skeleton import RunSkeleton
 
 
 @dataclass
@@ -147,7 +142,7 @@ class Rollout(NamedTuple):
 UpdateFn = Callable[[ActorCritic, torch.optim.Optimizer, "RhoScaler | None", Rollout, TrainConfig], dict]
 
 
-class Model(NamedTuple):
+class Learner(NamedTuple):
     net: ActorCritic
     optimizer: torch.optim.Optimizer
     scaler: RhoScaler | None
@@ -155,24 +150,19 @@ class Model(NamedTuple):
     layers: dict
 
 
-def build_model(cfg: TrainConfig, obs_shape: tuple, num_actions: int, device: torch.device,
-                message: Callable[[str], None] = print) -> Model:
+def build_learner(cfg: TrainConfig, obs_shape: tuple, num_actions: int, device: torch.device,
+                  message: Callable[[str], None] = print) -> Learner:
+    """The actor-critic network with the run's SN / rho scaling (divout divides the heads downstream
+    of the rho layers), and the optimiser."""
     net = build_actor_critic(cfg, obs_shape, num_actions)
-    rho_layers = select_layers(net, cfg.optim.rho_layers, "optim.rho_layers") if cfg.optim.rho_scaling != "none" else []
-    estimators = apply_spectral(net, cfg.spectral, obs_shape, extra_track=rho_layers)
+    setup = apply_spectral_setup(net, cfg, obs_shape)
+    net.divout_heads = heads_downstream(setup.layers["rho_layers"], cfg.algo.separate_critic)
     net.to(device)
-    scaler = RhoScaler.from_config(cfg.optim, cfg.spectral.k, net, estimators, rho_layers)
-    if scaler is not None and scaler.divide_output:
-        net.divout_heads = heads_downstream(rho_layers, cfg.algo.separate_critic)
-        scaler.attach_output(net)
-    optimizer = build_optimizer(list(net.parameters()), cfg.optim, scaler)
-    normalised = [n for n, e in estimators.items() if e.normalise]
-    for name in normalised + rho_layers:
+    optimizer = build_optimizer(list(net.parameters()), cfg.optim, setup.scaler)
+    for name in setup.layers["normalised"] + setup.layers["rho_layers"]:
         if heads_downstream([name], cfg.algo.separate_critic) == ("actor", "critic"):
             message(f"note: layer {name} is shared by actor and critic; normalising or rescaling it changes both")
-    layers = {"normalised": normalised, "tracked": [n for n, e in estimators.items() if not e.normalise],
-              "rho_layers": rho_layers}
-    return Model(net, optimizer, scaler, estimators, layers)
+    return Learner(net, optimizer, setup.scaler, setup.estimators, setup.layers)
 
 
 def make_policy(net: ActorCritic, device: torch.device, greedy: bool, generator: torch.Generator):
@@ -187,94 +177,48 @@ def make_policy(net: ActorCritic, device: torch.device, greedy: bool, generator:
 
 
 def load_policy(cfg: TrainConfig, state: dict, env, device: torch.device, greedy: bool = False):
-    """Policy of a saved actor-critic run, for ``run.py eval``."""
-    model = build_model(cfg, env.obs_shape, env.num_actions, device, message=lambda m: None)
-    try:
-        model.net.load_state_dict(state["net"])
-    except RuntimeError as exc:
-        raise ConfigError(f"checkpoint does not match the run's config.yaml: {str(exc).splitlines()[0]}") from None
+    """Policy of a saved actor-critic run, for ``rlsmooth eval``."""
+    learner = build_learner(cfg, env.obs_shape, env.num_actions, device, message=lambda m: None)
+    restore(learner.net, state, "net", Path("checkpoint"))
     generator = torch.Generator().manual_seed(SeedStreams(cfg.seed).torch_seed(seeding.EVAL_CLI))
-    return make_policy(model.net, device, greedy or cfg.algo.eval_policy == "greedy", generator)
+    return make_policy(learner.net, device, greedy or cfg.algo.eval_policy == "greedy", generator)
 
 
 def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume: bool = False) -> dict:
     algo, loop = cfg.algo, cfg.loop
-    device = resolve_device(cfg.device)
-    streams = SeedStreams(cfg.seed)
-    streams.seed_globals()
-    rng = streams.generator(seeding.POLICY)
-    state = ckpt.load(run_dir / CHECKPOINT) if resume else None
-    start_step = int(state["step"]) if state else 0
+    run = RunSkeleton(cfg, run_dir, resume, loop.total_steps)
+    env, device = run.env, run.device
     n, horizon = cfg.env.num_envs, algo.num_steps
-    env = make_vec_env(cfg.env, streams.env_seeds(seeding.TRAIN_ENV, n, start_step), training=True)
-    eval_env = make_vec_env(cfg.env, streams.env_seeds(seeding.EVAL_ENV, cfg.env.eval_num_envs), training=False)
     messages: list[str] = []
-    model = build_model(cfg, env.obs_shape, env.num_actions, device, message=messages.append)
-    net, optimizer = model.net, model.optimizer
-    if not resume:
-        meta = provenance(device)
-        meta["protocol"] = cfg.env.protocol if cfg.env.suite == "atari" else None
-        meta["layers"] = model.layers
-        write_config(run_dir, to_dict(cfg), meta)
-
+    learner = build_learner(cfg, env.obs_shape, env.num_actions, device, message=messages.append)
+    net, optimizer = learner.net, learner.optimizer
+    run.begin({"net": net, "optimizer": optimizer}, learner.layers, learner.estimators, counters={"iteration": 0},
+              messages=messages)
     batch = n * horizon
     num_iterations = loop.total_steps // batch   # an exact multiple: checked at load
-    counters = {"step": 0, "iteration": 0, "next_log": loop.log_every, "next_eval": loop.eval_every or loop.total_steps,
-                "next_checkpoint": loop.checkpoint_every or loop.total_steps, "next_sigma": cfg.spectral.log_every}
-    obs = env.reset()
-    ep_return, ep_length = np.zeros(n), np.zeros(n, np.int64)
-    if state:
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        counters.update(state["counters"])
-        ckpt.set_rng_state(state["rng"], rng)
-        if env.load_state_dict(state["env"]):
-            obs = state["obs"].numpy()
-            ep_return = state["episode_return"].numpy().copy()
-            ep_length = state["episode_length"].numpy().copy()
-
-    logger = Logger(run_dir, counters["step"], num_iterations * batch, progress=loop.progress)
-    logger.message(f"{'resuming' if state else 'run directory'}: {run_dir} at step {counters['step']} "
-                   f"(tensorboard --logdir {run_dir})")
-    if model.layers["normalised"] or model.layers["tracked"]:
-        logger.message(f"spectral norm on {model.layers['normalised'] or 'no layer'}; "
-                       f"tracking {model.layers['tracked'] or 'no other layer'}")
-    for m in messages:
-        logger.message(m)
-    finished_returns: list[float] = []
-    last_time, last_step = time.perf_counter(), counters["step"]
-    last_eval: dict[str, float] = {}
     obs_buf = torch.zeros((horizon, n, *env.obs_shape), dtype=torch.uint8, device=device)
     action_buf = torch.zeros((horizon, n), dtype=torch.long, device=device)
-    logprob_buf = torch.zeros((horizon, n), device=device)
-    value_buf = torch.zeros((horizon, n), device=device)
-    reward_buf = torch.zeros((horizon, n), device=device)
-    done_buf = torch.zeros((horizon, n), device=device)
-
-    def save_checkpoint() -> None:
-        ckpt.save_atomic({"step": counters["step"], "counters": dict(counters), "net": net.state_dict(),
-                          "optimizer": optimizer.state_dict(), "rng": ckpt.rng_state(rng), "env": env.state_dict(),
-                          "obs": torch.from_numpy(obs.copy()), "episode_return": torch.from_numpy(ep_return.copy()),
-                          "episode_length": torch.from_numpy(ep_length.copy())}, run_dir / CHECKPOINT)
+    logprob_buf, value_buf, reward_buf, done_buf = (torch.zeros((horizon, n), device=device) for _ in range(4))
 
     def run_eval() -> dict[str, float]:
         metrics: dict[str, float] = {}
         for greedy in {"sampled": (False,), "greedy": (True,), "both": (False, True)}[algo.eval_policy]:
-            generator = torch.Generator().manual_seed(streams.torch_seed(seeding.EVAL_POLICY, counters["step"]))
-            result = evaluate(eval_env, make_policy(net, device, greedy, generator), loop.eval_steps, loop.eval_episodes,
-                              keep_states=0)
+            generator = torch.Generator().manual_seed(run.streams.torch_seed(seeding.EVAL_POLICY, run.step))
+            result = evaluate(run.eval_env, make_policy(net, device, greedy, generator), loop.eval_steps,
+                              loop.eval_episodes, keep_states=0)
             found = eval_metrics(result, cfg.env.suite, cfg.env.game)
             if greedy and algo.eval_policy == "both":
                 found = {k.replace("eval/", "eval/greedy/"): v for k, v in found.items()}
             metrics.update(found)
         return metrics
 
-    with interrupt_guard() as stop:
-        while counters["iteration"] < num_iterations:
-            set_base_lr(optimizer, cfg.optim.lr * (1.0 - counters["iteration"] / num_iterations if algo.anneal_lr else 1.0))
+    with run.guard() as stop:
+        while run.step < loop.total_steps:
+            iteration = run.counters["iteration"]
+            set_base_lr(optimizer, cfg.optim.lr * (1.0 - iteration / num_iterations if algo.anneal_lr else 1.0))
             net.eval()   # rollouts neither track gradients nor advance power iteration
             for t in range(horizon):
-                obs_t = torch.from_numpy(obs).to(device, non_blocking=True)
+                obs_t = torch.from_numpy(run.obs).to(device, non_blocking=True)
                 with torch.no_grad():
                     logits, value = net(obs_t)
                     dist = torch.distributions.Categorical(logits=logits)
@@ -290,40 +234,17 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
                     reward[truncated] += algo.gamma * final_value.cpu().numpy()
                 reward_buf[t] = torch.from_numpy(reward).to(device)
                 done_buf[t] = torch.from_numpy((out.terminal | out.episode_end).astype(np.float32)).to(device)
-                ep_return += out.raw_reward
-                ep_length += 1
-                for i in np.flatnonzero(out.episode_end):
-                    finished_returns.append(float(ep_return[i]))
-                    ep_return[i], ep_length[i] = 0.0, 0
-                obs = out.obs
+                run.episodes.record(out)
+                run.obs = out.obs
             with torch.no_grad():
-                _, last_value = net(torch.from_numpy(obs).to(device))
+                _, last_value = net(torch.from_numpy(run.obs).to(device))
             advantage, ret = gae(reward_buf, value_buf, done_buf, last_value, algo.gamma, algo.gae_lambda)
             rollout = Rollout(obs_buf.flatten(0, 1), action_buf.flatten(), logprob_buf.flatten(), value_buf.flatten(),
                               advantage.flatten(), ret.flatten())
             net.train()
-            update_metrics = update(net, optimizer, model.scaler, rollout, cfg)
-            counters["iteration"] += 1
-            counters["step"] = step = counters["step"] + batch
-            logger.progress(step)
-
-            final = counters["iteration"] == num_iterations
-            if due(counters, "next_log", step, loop.log_every, final):
-                now = time.perf_counter()
-                metrics = {"time/sps": (step - last_step) / max(now - last_time, 1e-9),
-                           "train/lr": optimizer.param_groups[0]["base_lr"]}
-                last_time, last_step = now, step
-                metrics.update({k: float(v) for k, v in update_metrics.items()})
-                if finished_returns:
-                    metrics["train/episode_return"] = float(np.mean(finished_returns))
-                    metrics["train/episodes"] = len(finished_returns)
-                    finished_returns.clear()
-                if due(counters, "next_sigma", step, cfg.spectral.log_every, final):
-                    metrics.update(sigma_metrics(model.estimators))
-                logger.write(step, metrics)
-            last_eval = end_of_iteration(counters, step, final, loop, logger, run_eval, save_checkpoint, stop,
-                                         run_dir) or last_eval
-    logger.close()
-    env.close()
-    eval_env.close()
-    return {"step": counters["step"], **last_eval}
+            update_metrics = update(net, optimizer, learner.scaler, rollout, cfg)
+            run.counters["iteration"] += 1
+            final = run.advance(batch) >= loop.total_steps
+            run.log_if_due(final, lambda: {"train/lr": optimizer.param_groups[0]["base_lr"], **update_metrics})
+            run.end_of_iteration(final, run_eval, stop)
+    return run.finish()

@@ -1,0 +1,168 @@
+"""The rlsmooth command line: train, eval, sweep, compare, bench.
+
+Every problem the user can fix (bad config, bad file, unusable run directory, full disk) ends with
+one readable line on stderr and exit status 2, and leaves what is already on disk as it was.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from rlsmooth.errors import ConfigError, UserError, one_line, os_error_line
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit status 2
+        print(f"error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def print_result(summary: dict, run_dir: Path, eval_steps: int) -> None:
+    if "eval/episode_return" in summary:
+        print(f"final evaluation: return {summary['eval/episode_return']:.2f} ± {summary['eval/episode_return_std']:.2f} "
+              f"over {int(summary['eval/episodes'])} episodes at step {int(summary['step'])}")
+    elif "eval/episodes" in summary:
+        print(f"final evaluation: no episode finished within loop.eval_steps={eval_steps} agent steps")
+
+
+def cmd_train(args) -> int:
+    from agents import AGENTS
+    from rlsmooth.config import apply_overrides, load_yaml
+    from rlsmooth.training.rundir import (CHECKPOINT, CONFIG_FILE, LOCK_FILE, default_run_dir, lock_existing,
+                                          prepare_new, read_config, read_summary, resolve_device)
+    from rlsmooth.validate import load_train_config
+
+    if args.resume:
+        if args.config or args.overrides or args.out:
+            raise ConfigError("--resume takes only the run directory (its config.yaml is reused)")
+        run_dir = Path(args.resume)
+        cfg = load_train_config(read_config(run_dir))
+        lock = lock_existing(run_dir)
+        done = read_summary(run_dir)
+        if done is not None and done.get("step", 0) >= cfg.loop.total_steps:
+            lock.release()
+            print(f"{run_dir} finished at step {int(done['step'])}; nothing to resume (its summary is kept)")
+            print_result(done, run_dir, cfg.loop.eval_steps)
+            return 0
+        if not (run_dir / CHECKPOINT).is_file():
+            lock.release()
+            raise ConfigError(f"{run_dir} has no checkpoint to resume from ({CHECKPOINT})")
+    else:
+        if not args.config:
+            raise ConfigError("train needs a CONFIG.yaml (or --resume RUN_DIR)")
+        cfg = load_train_config(apply_overrides(load_yaml(args.config), args.overrides))
+        resolve_device(cfg.device)   # before --replace deletes anything
+        run_dir = Path(args.out) if args.out else default_run_dir(cfg.agent, cfg.env.suite, cfg.env.game, cfg.seed)
+        existed = run_dir.exists()
+        lock = prepare_new(run_dir, args.replace)
+    try:
+        summary = AGENTS[cfg.agent].train(cfg, run_dir, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        return 130
+    except (UserError, OSError):
+        if not args.resume and not existed and not (run_dir / CONFIG_FILE).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # created by this call, nothing written yet
+        raise
+    finally:
+        lock.release()
+    print_result(summary, run_dir, cfg.loop.eval_steps)
+    print(f"logs: {run_dir / 'metrics.jsonl'}  checkpoint: {run_dir / CHECKPOINT}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from rlsmooth.training.evaluate_run import evaluate_run
+    print(evaluate_run(Path(args.run_dir), args.episodes, args.device, args.greedy))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from rlsmooth.experiments.sweep import load_sweep, run_sweep
+    if args.workers < 1:
+        raise ConfigError("--workers must be >= 1")
+    cells = run_sweep(load_sweep(args.sweep, args.out), args.backend, args.workers, args.dry_run, args.address)
+    return 1 if any(c.state.startswith("failed") for c in cells) else 0
+
+
+def cmd_compare(args) -> int:
+    from rlsmooth.experiments.report import compare
+    if args.reps < 1:
+        raise ConfigError("--reps must be >= 1")
+    compare([Path(p) for p in args.dirs], Path(args.out), baseline=args.baseline, reps=args.reps)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from rlsmooth.experiments.bench import run_bench
+    for name in ("num_envs", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    run_bench(args)
+    return 0
+
+
+def build_parser() -> ArgumentParser:
+    from agents import AGENTS
+    parser = ArgumentParser(prog="rlsmooth", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    p = sub.add_parser("train", help="train an agent from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.add_argument("--out", help="run directory (default: runs/<agent>-<suite>-<game>-s<seed>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--replace", action="store_true", help="delete an existing run directory at --out first")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a saved agent")
+    p.add_argument("run_dir")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--greedy", action="store_true", help="greedy policy (epsilon 0 / argmax of pi)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sweep", help="run games x seeds x variants, one run directory per cell")
+    p.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"])
+    p.add_argument("--workers", type=int, default=1, help="local backend: runs at a time")
+    p.add_argument("--address", default=None, help="ray backend: cluster address (default: start a local Ray)")
+    p.add_argument("--out", default=None, help="sweep directory (default: the sweep file's 'out')")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("compare", help="tables, aggregates and plots from run or sweep directories")
+    p.add_argument("dirs", nargs="+", help="run directories or sweep directories (searched recursively)")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--baseline", default="baseline", help="variant that others are compared against")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for confidence intervals")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bench", help="agent steps/s of the loops and their parts")
+    p.add_argument("--agent", default="all", choices=["all", *AGENTS])
+    p.add_argument("--suite", default="atari", choices=["atari", "minatar", "test"])
+    p.add_argument("--game", default=None)
+    p.add_argument("--num-envs", type=int, default=8)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=2000, help="agent steps timed per measurement")
+    p.add_argument("--spectral", default="auto",
+                   help="also time the loop with SN on these layers (comma list; auto = the penultimate layer; none)")
+    p.add_argument("--repeats", type=int, default=2, help="alternating repetitions of each loop measurement")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        message = one_line(exc)
+    except OSError as exc:   # the run directory or an input: not a directory, read-only, full, gone
+        message = one_line(os_error_line(exc))
+    except KeyboardInterrupt:
+        return 130
+    print(f"error: {message}", file=sys.stderr)
+    return 2

@@ -1,0 +1,66 @@
+"""Atomic file writes (unique temp file, fsync, rename, fsync of the directory) and their clean-up."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from rlsmooth.errors import UserError, one_line
+
+TEMP_SUFFIX = ".tmp"
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Replace ``path`` with what ``write(file)`` writes, or leave it as it was.
+
+    A kill at any moment leaves either the old or the new file, plus at worst a
+    ``<name>.*.tmp`` file that :func:`remove_temp_files` deletes.  A failed write (disk full,
+    read-only, gone) raises UserError with one line; the temp file is removed.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_directory(path.parent)
+    except (OSError, RuntimeError) as exc:   # torch's zip writer reports a full disk as RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+        raise UserError(f"cannot write {path}: {reason}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def remove_temp_files(directory: str | Path) -> list[Path]:
+    """Delete temp files that killed writes left in ``directory`` (only while no other writer runs)."""
+    removed = []
+    for tmp in Path(directory).glob(f"*.*{TEMP_SUFFIX}"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,191 @@
+"""Run directories: resolved config with provenance, the no-overwrite rule, and one writer at a time."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import signal
+import threading
+import shutil
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+import yaml
+
+from rlsmooth.config import parse_yaml, read_text
+from rlsmooth.errors import ConfigError, UserError
+from rlsmooth.files import atomic_write_text, remove_temp_files
+
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lock"
+CHECKPOINT = Path("checkpoints") / "latest.pt"
+
+
+class RunLock:
+    """An exclusive lock on a run directory for the life of the process that trains in it.
+
+    A second ``train`` (or a sweep launched twice, or a retried Ray task) on the same directory is
+    refused with one line instead of writing into files that belong to another run.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UserError(f"cannot use run directory {self.path.parent}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UserError(f"run directory {self.path.parent} is in use by another rlsmooth process; "
+                            f"wait for it to finish or stop it first") from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _is_run_content(path: Path) -> bool:
+    return path.name != LOCK_FILE
+
+
+def prepare_new(run_dir: Path, replace: bool) -> RunLock:
+    """Lock ``run_dir`` and make sure it is empty; an existing run is refused unless ``replace`` wipes it.
+
+    The emptiness check comes after the lock, so two processes started together cannot both pass it.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file, not a directory")
+    lock = RunLock(run_dir).acquire()
+    try:
+        content = [p for p in run_dir.iterdir() if _is_run_content(p)]
+        if content:
+            if not replace:
+                raise UserError(f"run directory {run_dir} already exists; use --resume {run_dir} to continue it "
+                                f"or --replace to start it over")
+            if not (run_dir / CONFIG_FILE).exists():
+                raise UserError(f"--replace refused: {run_dir} does not look like an rlsmooth run directory")
+            for path in content:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def lock_existing(run_dir: Path) -> RunLock:
+    """Lock a run directory to resume it, and delete temp files left by writes that a kill interrupted."""
+    lock = RunLock(run_dir).acquire()
+    for folder in (run_dir, run_dir / CHECKPOINT.parent):
+        if folder.is_dir():
+            remove_temp_files(folder)
+    return lock
+
+
+def default_run_dir(agent: str, suite: str, game: str, seed: int) -> Path:
+    return Path("runs") / f"{agent}-{suite}-{game}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit or "unknown") + ("-dirty" if dirty else "")
+
+
+def provenance(device: torch.device) -> dict:
+    versions = {}
+    for package in ("torch", "numpy", "gymnasium", "ale-py", "minatar", "rlsmooth"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    hardware = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                "cpu_count": torch.get_num_threads(), "device": str(device)}
+    if device.type == "cuda":
+        hardware["gpu"] = torch.cuda.get_device_name(device)
+    return {"git_commit": _git_commit(), "python": platform.python_version(), "packages": versions,
+            "hardware": hardware, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def write_config(run_dir: Path, config: dict, meta: dict) -> None:
+    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump({**config, "meta": meta}, sort_keys=False))
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    """Marks a run as finished (sweeps skip it, resume leaves it alone)."""
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps({k: float(v) for k, v in summary.items()}, indent=1))
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(read_text(path, "run summary"))
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is not valid JSON; delete it to let --resume finish the run again") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a summary mapping; delete it to let --resume finish the run again")
+    return data
+
+
+def read_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"run directory not found: {run_dir}")
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no {CONFIG_FILE}; not an rlsmooth run directory")
+    data = parse_yaml(read_text(path, "run config"), path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a config mapping")
+    return data
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+class StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def interrupt_guard():
+    """Turn Ctrl-C into a flag the loop checks between iterations, so a checkpoint is consistent."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,229 @@
+"""The run skeleton every training loop shares.
+
+A loop (value-based or actor-critic) holds only its act / learn logic; everything around it is
+here: device, seed streams and envs; restoring a checkpoint; provenance in ``config.yaml``;
+logging with episode statistics and windowed means; the checkpoint payload; the
+evaluate / checkpoint / Ctrl-C schedule on agent-step intervals; and the end of the run.
+
+Exactness: the checkpoint holds the running episode statistics and the open logging window's
+sums, so a run killed at any checkpoint and resumed writes the same ``metrics.jsonl`` as an
+uninterrupted run (``time/*`` aside) wherever the checkpoint falls relative to a log step.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from rlsmooth.config import TrainConfig, to_dict
+from rlsmooth.pieces.envs import Step, make_vec_env
+from rlsmooth.pieces.spectral import sigma_metrics
+from rlsmooth.training import checkpoint as ckpt
+from rlsmooth.training import seeding
+from rlsmooth.training.logger import Logger
+from rlsmooth.training.rundir import CHECKPOINT, interrupt_guard, provenance, resolve_device, write_config, write_summary
+from rlsmooth.training.seeding import SeedStreams
+
+
+def due(marks: dict, key: str, step: int, interval: int, final: bool = False) -> bool:
+    """True once ``step`` reaches ``marks[key]`` (always on the final step); moves the mark past ``step``.
+
+    ``interval`` 0 means 'only on the final step'.
+    """
+    if step < marks[key] and not final:
+        return False
+    while marks[key] <= step:
+        marks[key] += interval or max(step, 1)
+    return True
+
+
+class EpisodeStats:
+    """Running returns and lengths of the N training envs, and the episodes finished since the last log."""
+
+    def __init__(self, num_envs: int):
+        self.ret = np.zeros(num_envs)
+        self.length = np.zeros(num_envs, np.int64)
+        self.finished: list[tuple[float, int]] = []
+
+    def record(self, step: Step) -> None:
+        self.ret += step.raw_reward
+        self.length += 1
+        for i in np.flatnonzero(step.episode_end):
+            self.finished.append((float(self.ret[i]), int(self.length[i])))
+            self.ret[i], self.length[i] = 0.0, 0
+
+    def pop_metrics(self) -> dict[str, float]:
+        if not self.finished:
+            return {}
+        returns, lengths = zip(*self.finished)
+        self.finished.clear()
+        return {"train/episode_return": float(np.mean(returns)), "train/episode_length": float(np.mean(lengths)),
+                "train/episodes": len(returns)}
+
+    def state_dict(self) -> dict:
+        return {"ret": self.ret.tolist(), "length": self.length.tolist(), "finished": list(self.finished)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ret = np.asarray(state["ret"], np.float64)
+        self.length = np.asarray(state["length"], np.int64)
+        self.finished = [(float(r), int(n)) for r, n in state["finished"]]
+
+
+class MeanWindow:
+    """Sums of per-update tensors (losses ...) over a logging window; one host sync when read."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, torch.zeros((), device=self.device)) + value.detach()
+        self.count += 1
+
+    def pop_means(self) -> dict[str, float]:
+        if not self.count:
+            return {}
+        means = torch.stack(list(self.sums.values())).cpu() / self.count
+        out = dict(zip(self.sums, means.tolist()))
+        self.sums, self.count = {}, 0
+        return out
+
+    def state_dict(self) -> dict:
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.count = int(state["count"])
+
+
+class RunSkeleton:
+    """Set-up, restore, logging, checkpointing and the schedule of one training run.
+
+    Use: ``run = RunSkeleton(cfg, run_dir, resume)``; build the learner on ``run.env``'s shapes;
+    ``run.begin(stateful, layers)``; loop while ``run.step < total``, calling ``run.episodes.record``,
+    ``run.advance``, ``run.log_if_due`` and ``run.end_of_iteration``; finally ``run.finish()``.
+    """
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, total_steps: int):
+        self.cfg, self.run_dir, self.total_steps = cfg, run_dir, total_steps
+        self.device = resolve_device(cfg.device)
+        self.streams = SeedStreams(cfg.seed)
+        self.streams.seed_globals()
+        self.rng = self.streams.generator(seeding.POLICY)
+        self.state = ckpt.load(run_dir / CHECKPOINT, required=("step", "counters", "rng", "run")) if resume else None
+        start = int(self.state["step"]) if self.state else 0
+        n = cfg.env.num_envs
+        # a restart gets fresh env streams (its episodes start anew), keyed by the step it restarts at
+        self.env = make_vec_env(cfg.env, self.streams.env_seeds(seeding.TRAIN_ENV, n, start), training=True)
+        self.eval_env = make_vec_env(cfg.env, self.streams.env_seeds(seeding.EVAL_ENV, cfg.env.eval_num_envs),
+                                     training=False)
+        loop = cfg.loop
+        self.counters = {"step": 0, "next_log": loop.log_every, "next_eval": loop.eval_every or total_steps,
+                         "next_checkpoint": loop.checkpoint_every or total_steps, "next_sigma": cfg.spectral.log_every}
+        self.episodes = EpisodeStats(n)
+        self.window = MeanWindow(self.device)
+        self.last_eval: dict[str, float] = {}
+        self.obs = self.env.reset()
+        self.env_restored = False
+
+    @property
+    def step(self) -> int:
+        return self.counters["step"]
+
+    def begin(self, stateful: dict, layers: dict, estimators: dict, counters: dict | None = None,
+              messages: list[str] = (), optional: tuple[str, ...] = ()) -> None:
+        """Restore ``stateful`` ({name: object with state_dict}) from the checkpoint (names in ``optional``
+        only if the checkpoint has them), or write the run's config and provenance; open the logger."""
+        self.stateful, self.estimators = stateful, estimators
+        self.counters.update(counters or {})
+        path = self.run_dir / CHECKPOINT
+        if self.state:
+            for name, target in stateful.items():
+                if name in self.state or name not in optional:
+                    ckpt.restore(target, self.state, name, path)
+            ckpt.restore(self.episodes, self.state["run"], "episodes", path)
+            ckpt.restore(self.window, self.state["run"], "window", path)
+            self.counters.update(self.state["counters"])
+            self.last_eval = dict(self.state["run"].get("last_eval", {}))
+            ckpt.set_rng_state(self.state["rng"], self.rng)
+            if self.env.load_state_dict(self.state["env"]):
+                self.obs = self.state["obs"].numpy()
+                self.env_restored = True
+            else:   # a fresh episode in every env: the running returns start over
+                self.episodes.ret[:] = 0.0
+                self.episodes.length[:] = 0
+        else:
+            meta = provenance(self.device)
+            meta["protocol"] = self.cfg.env.protocol if self.cfg.env.suite == "atari" else None
+            meta["layers"] = layers
+            write_config(self.run_dir, to_dict(self.cfg), meta)
+        self.logger = Logger(self.run_dir, self.step, self.total_steps, progress=self.cfg.loop.progress)
+        self.logger.message(f"{'resuming' if self.state else 'run directory'}: {self.run_dir} at step {self.step} "
+                            f"(tensorboard --logdir {self.run_dir})")
+        if layers["normalised"] or layers["tracked"]:
+            self.logger.message(f"spectral norm on {layers['normalised'] or 'no layer'}; "
+                                f"tracking {layers['tracked'] or 'no other layer'}")
+        for m in messages:
+            self.logger.message(m)
+        self._last_time, self._last_step = time.perf_counter(), self.step
+
+    def advance(self, steps: int) -> int:
+        self.counters["step"] += steps
+        self.logger.progress(self.step)
+        return self.step
+
+    def log_if_due(self, final: bool, metrics: Callable[[], dict]) -> None:
+        """Write a log line when due: ``metrics()`` plus episode statistics, window means and sigma."""
+        step = self.step
+        if not due(self.counters, "next_log", step, self.cfg.loop.log_every, final):
+            return
+        now = time.perf_counter()
+        record = {"time/sps": (step - self._last_step) / max(now - self._last_time, 1e-9), **metrics()}
+        self._last_time, self._last_step = now, step
+        record.update(self.episodes.pop_metrics())
+        record.update(self.window.pop_means())
+        if due(self.counters, "next_sigma", step, self.cfg.spectral.log_every, final):
+            record.update(sigma_metrics(self.estimators))
+        self.logger.write(step, record)
+
+    def checkpoint(self) -> None:
+        payload = {"step": self.step, "counters": dict(self.counters), "rng": ckpt.rng_state(self.rng),
+                   "env": self.env.state_dict(), "obs": torch.from_numpy(self.obs.copy()),
+                   "run": {"episodes": self.episodes.state_dict(), "window": self.window.state_dict(),
+                           "last_eval": dict(self.last_eval)}}
+        payload.update({name: target.state_dict() for name, target in self.stateful.items()})
+        ckpt.save_atomic(payload, self.run_dir / CHECKPOINT)
+
+    def end_of_iteration(self, final: bool, run_eval: Callable[[], dict], stop) -> None:
+        """Evaluate and checkpoint when due, then honour a Ctrl-C.  The checkpoint comes last, so
+        everything logged at this step is covered by it."""
+        step, loop = self.step, self.cfg.loop
+        if due(self.counters, "next_eval", step, loop.eval_every, final):
+            self.last_eval = run_eval()
+            self.logger.write(step, self.last_eval)
+        if due(self.counters, "next_checkpoint", step, loop.checkpoint_every, final):
+            self.checkpoint()
+        if stop.requested:
+            self.checkpoint()
+            self.logger.message(f"interrupted at step {step}: checkpoint written; "
+                                f"continue with: rlsmooth train --resume {self.run_dir}")
+            self.logger.close()
+            raise KeyboardInterrupt
+
+    def guard(self):
+        """Ctrl-C becomes a flag checked between iterations, so the checkpoint it writes is consistent."""
+        return interrupt_guard()
+
+    def finish(self, extra: dict | None = None) -> dict:
+        """Close everything and write ``summary.json``: the final step and the last evaluation."""
+        self.logger.close()
+        self.env.close()
+        self.eval_env.close()
+        summary = {"step": self.step, **(extra or {}), **self.last_eval}
+        write_summary(self.run_dir, summary)
+        return summary

@@ -1,0 +1,213 @@
+"""The training loop shared by the value-based agents (DQN, C51).
+
+One iteration: act for all N envs with one batched forward pass (epsilon-greedy), store the
+transition once, then run as many updates as the replay ratio has earned (``replay_ratio``
+updates per agent step, whatever N is), copy the target network on schedule, and log,
+evaluate and checkpoint on agent-step intervals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlsmooth.config import ConfigError, TrainConfig, require_all
+from rlsmooth.pieces.optim import RhoScaler, SpectralSetup, apply_spectral_setup, build_optimizer, optimizer_step
+from rlsmooth.pieces.replay import Batch, FrameReplay
+from rlsmooth.training import seeding
+from rlsmooth.training.diagnostics import diagnostics
+from rlsmooth.training.evaluation import eval_metrics, evaluate
+from rlsmooth.training.seeding import SeedStreams
+from rlsmooth.training.skeleton import RunSkeleton
+
+
+@dataclass
+class ValueConfig:
+    """Hyper-parameters every value-based agent reads (DQN-Adam defaults; units: agent steps)."""
+
+    gamma: float = 0.99
+    """Discount factor."""
+    n_step: int = 1
+    """Length of the bootstrapped return (1 = one-step TD)."""
+    batch_size: int = 32
+    """Transitions per gradient update."""
+    replay_capacity: int = 1_000_000
+    """Replay size in transitions (split evenly over the N envs)."""
+    learning_starts: int = 20_000
+    """Agent steps of pure exploration before the first update."""
+    replay_ratio: float = 0.25
+    """Gradient updates per agent step (the paper: one update every 4 agent steps), kept for any N."""
+    target_update_every: int = 8_000
+    """Agent steps between copies of the online network into the target network."""
+    epsilon_start: float = 1.0
+    """Exploration rate during and right after warm-up."""
+    epsilon_end: float = 0.01
+    """Final exploration rate (at most ``epsilon_start``)."""
+    epsilon_decay_steps: int = 250_000
+    """Agent steps (after ``learning_starts``) over which epsilon decays linearly."""
+
+    def validate(self) -> None:
+        require_all([
+            (0.0 <= self.gamma <= 1.0, "algo.gamma must be in [0, 1]"),
+            (self.n_step >= 1, "algo.n_step must be >= 1"),
+            (self.batch_size >= 1, "algo.batch_size must be >= 1"),
+            (self.replay_capacity >= 1, "algo.replay_capacity must be >= 1"),
+            (self.batch_size <= self.replay_capacity,
+             f"algo.batch_size ({self.batch_size}) is larger than algo.replay_capacity ({self.replay_capacity})"),
+            (self.learning_starts >= 0, "algo.learning_starts must be >= 0"),
+            (self.replay_ratio > 0, "algo.replay_ratio must be > 0"),
+            (self.target_update_every >= 1, "algo.target_update_every must be >= 1"),
+            (0.0 <= self.epsilon_end <= 1.0 and 0.0 <= self.epsilon_start <= 1.0, "algo.epsilon_* must be in [0, 1]"),
+            (self.epsilon_end <= self.epsilon_start,
+             f"algo.epsilon_end ({self.epsilon_end}) is above algo.epsilon_start ({self.epsilon_start}): "
+             f"exploration would rise during training"),
+            (self.epsilon_decay_steps >= 0, "algo.epsilon_decay_steps must be >= 0")])
+
+    def check_against(self, cfg: TrainConfig) -> None:
+        per_env = self.replay_capacity // cfg.env.num_envs
+        if per_env < 4 * cfg.env.frame_stack + self.n_step + 2:
+            raise ConfigError(f"algo.replay_capacity {self.replay_capacity} is too small for {cfg.env.num_envs} envs")
+        needed = max(self.batch_size, cfg.env.num_envs * (self.n_step + cfg.env.frame_stack + 2))
+        if self.learning_starts < needed:
+            raise ConfigError(f"algo.learning_starts must be >= {needed} (a batch, and n-step + frame-stack "
+                              f"history in every env)")
+        if self.learning_starts >= cfg.loop.total_steps:
+            raise ConfigError(f"algo.learning_starts ({self.learning_starts}) >= loop.total_steps "
+                              f"({cfg.loop.total_steps}): the run would make no update")
+
+
+class ValueAgent(NamedTuple):
+    """What distinguishes one value-based agent from another."""
+
+    build: Callable[[TrainConfig, tuple, int], nn.Module]                 # (cfg, obs_shape, num_actions) -> net
+    q_values: Callable[[nn.Module, torch.Tensor], torch.Tensor]          # (net, obs) -> (B, A)
+    loss: Callable[[nn.Module, nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]]  # -> (loss, mean Q)
+
+
+def linear_epsilon(step: int, start: float, end: float, decay_steps: int, warmup: int) -> float:
+    """Epsilon held at ``start`` for ``warmup`` agent steps, then linear to ``end`` over ``decay_steps``."""
+    if decay_steps <= 0:
+        return end if step >= warmup else start
+    frac = min(max(step - warmup, 0) / decay_steps, 1.0)
+    return start + frac * (end - start)
+
+
+class Learner(NamedTuple):
+    net: nn.Module
+    target: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: RhoScaler | None
+    estimators: dict
+    layers: dict
+
+
+def build_learner(cfg: TrainConfig, agent: ValueAgent, obs_shape: tuple, num_actions: int,
+                  device: torch.device) -> Learner:
+    """Online and target networks with the run's SN / rho scaling, and the optimiser."""
+    net = agent.build(cfg, obs_shape, num_actions)
+    target = agent.build(cfg, obs_shape, num_actions)
+    online: SpectralSetup = apply_spectral_setup(net, cfg, obs_shape)
+    apply_spectral_setup(target, cfg, obs_shape)    # the target divides its output the same way under divout
+    net.to(device)
+    target.to(device)
+    target.load_state_dict(net.state_dict())
+    target.eval()
+    target.requires_grad_(False)
+    optimizer = build_optimizer(list(net.parameters()), cfg.optim, online.scaler)
+    return Learner(net, target, optimizer, online.scaler, online.estimators, online.layers)
+
+
+def update_step(learner: Learner, agent: ValueAgent, batch: Batch, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    loss, q_mean = agent.loss(learner.net, learner.target, batch)
+    optimizer_step(learner.net, learner.optimizer, learner.scaler, loss, grad_clip)
+    return loss.detach(), q_mean.detach()
+
+
+def epsilon_greedy(q: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    greedy = q.argmax(dim=1).cpu().numpy()
+    explore = rng.random(len(greedy)) < epsilon
+    if explore.any():
+        greedy[explore] = rng.integers(0, q.shape[1], size=int(explore.sum()))
+    return greedy
+
+
+def make_policy(net: nn.Module, agent: ValueAgent, device: torch.device, epsilon: float,
+                rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    def policy(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return epsilon_greedy(agent.q_values(net, torch.from_numpy(obs).to(device)), epsilon, rng)
+    return policy
+
+
+def load_value_policy(cfg: TrainConfig, agent: ValueAgent, state: dict, env, device: torch.device,
+                      greedy: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """Epsilon-greedy policy (``loop.eval_epsilon``; 0 if ``greedy``) of a saved value-based run."""
+    from rlsmooth.training.checkpoint import restore
+    learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
+    restore(learner.net, state, "net", Path("checkpoint"))
+    return make_policy(learner.net, agent, device, 0.0 if greedy else cfg.loop.eval_epsilon,
+                       SeedStreams(cfg.seed).generator(seeding.EVAL_CLI))
+
+
+def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume: bool = False) -> dict:
+    algo, loop = cfg.algo, cfg.loop
+    run = RunSkeleton(cfg, run_dir, resume, loop.total_steps)
+    env, device, n = run.env, run.device, cfg.env.num_envs
+    channels = env.frame_channels
+    learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
+    net, target = learner.net, learner.target
+    replay = FrameReplay(algo.replay_capacity, n, (channels, *env.obs_shape[1:]), stack=env.obs_shape[0] // channels,
+                         n_step=algo.n_step, gamma=algo.gamma, seed=run.streams.sequence(seeding.REPLAY))
+    stateful = {"net": net, "target": target, "optimizer": learner.optimizer}
+    if loop.save_replay:
+        stateful["replay"] = replay
+    run.begin(stateful, learner.layers, learner.estimators, optional=("replay",),
+              counters={"updates": 0, "update_credit": 0.0, "last_target_copy": 0})
+    with_replay = run.state is not None and "replay" in run.state
+    if not (run.env_restored and with_replay):
+        replay.start(run.obs[:, -channels:])
+    # a resumed run without its replay refills it before learning again
+    learn_from = run.step + algo.learning_starts if (run.state and not with_replay) else algo.learning_starts
+    counters = run.counters
+
+    def run_eval() -> dict[str, float]:
+        eval_rng = run.streams.generator(seeding.EVAL_POLICY, run.step)
+        result = evaluate(run.eval_env, make_policy(net, agent, device, loop.eval_epsilon, eval_rng), loop.eval_steps,
+                          loop.eval_episodes)
+        return {**eval_metrics(result, cfg.env.suite, cfg.env.game),
+                **diagnostics(net, agent.q_values, result.states, device)}
+
+    with run.guard() as stop:
+        while run.step < loop.total_steps:
+            step = run.step
+            epsilon = linear_epsilon(step, algo.epsilon_start, algo.epsilon_end, algo.epsilon_decay_steps,
+                                     algo.learning_starts)
+            with torch.no_grad():
+                q = agent.q_values(net, torch.from_numpy(run.obs).to(device, non_blocking=True))
+            actions = epsilon_greedy(q, epsilon, run.rng)
+            env.send(actions)
+            # learn while the emulators step; this step's transition joins the replay right after
+            if step >= learn_from:
+                counters["update_credit"] += n * algo.replay_ratio
+                while counters["update_credit"] >= 1.0:
+                    loss, q_mean = update_step(learner, agent, replay.sample(algo.batch_size, device), cfg.optim.grad_clip)
+                    run.window.add({"train/loss": loss, "train/q_mean": q_mean})
+                    counters["update_credit"] -= 1.0
+                    counters["updates"] += 1
+            out = env.recv()
+            replay.add(actions, out.reward, out.terminal, out.episode_end, out.obs[:, -channels:],
+                       out.final_obs[:, -channels:])
+            run.episodes.record(out)
+            run.obs = out.obs
+            step = run.advance(n)
+            if step > learn_from and step - counters["last_target_copy"] >= algo.target_update_every:
+                target.load_state_dict(net.state_dict())
+                counters["last_target_copy"] = step
+            final = step >= loop.total_steps
+            run.log_if_due(final, lambda: {"train/epsilon": epsilon, "train/updates": counters["updates"]})
+            run.end_of_iteration(final, run_eval, stop)
+    return run.finish({"updates": counters["updates"]})

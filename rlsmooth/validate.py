@@ -1,0 +1,77 @@
+"""Full validation of a training config: keys, types and values, the game, every layer selector,
+and whether the run fits in this machine's memory.  Everything here fails before anything is written."""
+from __future__ import annotations
+
+import os
+import sys
+
+from rlsmooth.config import TrainConfig, parse_train_config
+from rlsmooth.errors import ConfigError
+from rlsmooth.pieces.envs import check_game, make_vec_env
+from rlsmooth.pieces.networks import select_layers
+from rlsmooth.training.seeding import EVAL_CLI, SeedStreams
+
+# Host memory per environment: RSS growth per env when building and stepping 256 of them after a
+# warm-up of 8 (ale-py 0.11: 1.5 MiB; MinAtar 1.0: 2 KiB; x86-64), rounded up.  The replay figure is exact.
+ENV_BYTES = {"atari": 2 * 2**20, "minatar": 16 * 2**10, "test": 1 * 2**10}
+WARN_FRACTION = 0.8
+MANY_ENVS = 4096
+
+
+def load_train_config(data: dict) -> TrainConfig:
+    """A TrainConfig from a nested dict, or ConfigError with one line naming the problem."""
+    from agents import AGENTS, algo_classes
+    cfg = parse_train_config(data, algo_classes())
+    check_game(cfg.env)
+    env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(EVAL_CLI, 1), training=False)
+    obs_shape, frame_channels = env.obs_shape, env.frame_channels
+    env.close()
+    net = AGENTS[cfg.agent].build(cfg, obs_shape, env.num_actions)   # on the CPU, then dropped
+    select_layers(net, cfg.spectral.layers, "spectral.layers")
+    select_layers(net, cfg.spectral.track, "spectral.track")
+    if cfg.optim.rho_scaling != "none":
+        select_layers(net, cfg.optim.rho_layers, "optim.rho_layers")
+    check_memory(cfg, obs_shape, frame_channels)
+    return cfg
+
+
+def estimate_memory(cfg: TrainConfig, obs_shape: tuple, frame_channels: int) -> int:
+    """Host bytes of the replay (frames stored once + per-slot metadata) and of the environments."""
+    envs = (cfg.env.num_envs + cfg.env.eval_num_envs) * ENV_BYTES[cfg.env.suite]
+    capacity = getattr(cfg.algo, "replay_capacity", 0)
+    frame_bytes = frame_channels * obs_shape[1] * obs_shape[2]
+    return capacity * (frame_bytes + 13) + envs   # 13 B: action, reward and 5 flags per slot
+
+
+def available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
+def check_memory(cfg: TrainConfig, obs_shape: tuple, frame_channels: int) -> None:
+    need, have = estimate_memory(cfg, obs_shape, frame_channels), available_memory()
+    if have is None:
+        return
+    gib = 2**30
+    if need > have:
+        raise ConfigError(f"the run needs about {need / gib:.1f} GiB of host memory (replay and "
+                          f"{cfg.env.num_envs + cfg.env.eval_num_envs} envs) but {have / gib:.1f} GiB is available; "
+                          f"lower algo.replay_capacity or env.num_envs")
+    if need > WARN_FRACTION * have:
+        warn(f"the run needs about {need / gib:.1f} GiB of the {have / gib:.1f} GiB of host memory available")
+    if cfg.env.num_envs + cfg.env.eval_num_envs > MANY_ENVS:
+        warn(f"building {cfg.env.num_envs + cfg.env.eval_num_envs} environments takes a while "
+             f"(about {need / gib:.1f} GiB of host memory in all)")
+
+
+def warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
