@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from rlsmooth.training.actor_critic import (ActorCritic, ActorCriticConfig, Rollout, build_actor_critic, load_policy,
-                                   train_actor_critic)
-from rlsmooth.config import TrainConfig
+from rlsmooth.config import ActorCriticConfig, TrainConfig
 from rlsmooth.pieces.optim import RhoScaler, optimizer_step
+from rlsmooth.training.actor_critic import ActorCritic, Rollout, train_actor_critic
+from rlsmooth.training.actor_critic import build_actor_critic as build, load_policy  # noqa: F401  (the agent interface)
 
 
 @dataclass
@@ -60,10 +60,6 @@ def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler
     optimizer_step(net, optimizer, scaler, loss, cfg.optim.grad_clip)
     values = torch.stack([pg.detach(), v.detach(), ent.detach()]).cpu().tolist()
     return dict(zip(("train/policy_loss", "train/value_loss", "train/entropy"), values))
-
-
-def build(cfg: TrainConfig, obs_shape: tuple, num_actions: int) -> ActorCritic:
-    return build_actor_critic(cfg, obs_shape, num_actions)
 
 
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rlsmooth.config import ConfigError, TrainConfig
+from rlsmooth.config import ConfigError, TrainConfig, ValueConfig
 from rlsmooth.pieces.losses import categorical_loss, categorical_projection
 from rlsmooth.pieces.networks import build_q_network
 from rlsmooth.pieces.replay import Batch
-from rlsmooth.training.value_loop import ValueAgent, ValueConfig, load_value_policy, train_value_agent
+from rlsmooth.training.value_loop import ValueAgent, load_value_policy, train_value_agent
 
 
 @dataclass

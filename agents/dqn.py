@@ -17,11 +17,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from rlsmooth.config import TrainConfig
+from rlsmooth.config import TrainConfig, ValueConfig
 from rlsmooth.pieces.losses import double_td_target, q_loss, td_target
 from rlsmooth.pieces.networks import build_q_network
 from rlsmooth.pieces.replay import Batch
-from rlsmooth.training.value_loop import ValueAgent, ValueConfig, load_value_policy, train_value_agent
+from rlsmooth.training.value_loop import ValueAgent, load_value_policy, train_value_agent
 
 
 @dataclass

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU throughput measurement (issues 6 and 4) as one command; sized to finish in under
+# The whole GPU throughput measurement as one command; sized to finish in under
 # 10 minutes on one H100.  Prints the figures and writes one JSON file per measurement to $OUT_DIR.
 #
 #   bash bench/gpu.sh                 # needs torch with CUDA and this package's dependencies
@@ -15,7 +15,7 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$OUT_DIR/gpu.txt"
-run() {  # name, then run.py bench arguments
+run() {  # name, then `rlsmooth bench` arguments
   local name=$1; shift
   timeout 150 $PY run.py bench --device cuda --json "$OUT_DIR/$name.json" "$@" 2>>"$OUT_DIR/stderr.log" \
     || echo "bench $name did not finish (exit $?)"

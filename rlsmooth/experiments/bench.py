@@ -1,4 +1,4 @@
-"""``run.py bench``: agent steps/s of the value-based loops and of their parts.
+"""``rlsmooth bench``: agent steps/s of the value-based loops and of their parts.
 
 Every figure in one report comes from the same process on the same machine, so ratios
 (e.g. SN on ``fc`` against no SN) are taken side by side.  Loop measurements alternate the

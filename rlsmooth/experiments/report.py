@@ -1,4 +1,4 @@
-"""``run.py compare``: per-game tables, human-normalised aggregates with stratified-bootstrap
+"""``rlsmooth compare``: per-game tables, human-normalised aggregates with stratified-bootstrap
 confidence intervals (rliable), probability of improvement, learning and sigma curves.
 
 Reads run directories (finished or still running) and sweep directories (searched for run

@@ -1,4 +1,4 @@
-"""``run.py sweep``: every cell of games x seeds x variants (x any config key) in its own run dir.
+"""``rlsmooth sweep``: every cell of games x seeds x variants (x any config key) in its own run dir.
 
 Sweep YAML::
 
@@ -16,7 +16,7 @@ Sweep YAML::
       optim.lr: [1.0e-4, 3.0e-4]       # any other config key
     resources: {num_gpus: 0.25, num_cpus: 1}   # per run, for --backend ray
 
-Each cell runs ``run.py train`` in a subprocess, so one failing run cannot stop the others.
+Each cell runs ``rlsmooth train`` in a subprocess, so one failing run cannot stop the others.
 Re-running a sweep skips finished cells (``summary.json`` present), resumes cells that have a
 checkpoint, and restarts cells that failed before their first checkpoint.
 """

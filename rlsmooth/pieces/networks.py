@@ -2,7 +2,7 @@
 
 Layers are attributes named ``conv1`` ... ``fc``, ``out`` so that spectral normalisation,
 per-layer optimiser groups and logs select them by name or by Python-style index
-(``-2`` is ``fc``, the penultimate layer of the DESIGN).
+(``-2`` is ``fc``, the penultimate layer the paper normalises).
 """
 from __future__ import annotations
 

@@ -10,15 +10,14 @@ checkpoint on agent-step intervals (at iteration boundaries).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from rlsmooth.config import ConfigError, TrainConfig, require_all
+from rlsmooth.config import TrainConfig
 from rlsmooth.pieces.losses import gae
 from rlsmooth.pieces.networks import make_torso, torso_forward
 from rlsmooth.pieces.optim import RhoScaler, apply_spectral_setup, build_optimizer, set_base_lr
@@ -27,47 +26,6 @@ from rlsmooth.training.checkpoint import restore
 from rlsmooth.training.evaluation import eval_metrics, evaluate
 from rlsmooth.training.seeding import SeedStreams
 from rlsmooth.training.skeleton import RunSkeleton
-
-
-@dataclass
-class ActorCriticConfig:
-    """Hyper-parameters PPO and A2C share (CleanRL's PPO Atari defaults; units: agent steps)."""
-
-    num_steps: int = 128
-    """Rollout length T per env (agent steps per env between updates)."""
-    gamma: float = 0.99
-    """Discount factor."""
-    gae_lambda: float = 0.95
-    """GAE lambda (1 = plain n-step returns)."""
-    ent_coef: float = 0.01
-    """Entropy bonus weight."""
-    vf_coef: float = 0.5
-    """Value loss weight."""
-    norm_adv: bool = True
-    """Normalise advantages (per minibatch)."""
-    anneal_lr: bool = True
-    """Anneal the learning rate linearly to 0 over the run."""
-    separate_critic: bool = False
-    """Give the critic its own torso (critic.conv1 ... critic.fc) instead of sharing the actor's."""
-    eval_policy: Literal["sampled", "greedy", "both"] = "sampled"
-    """Evaluation policy: sample from pi, take its argmax, or report both (eval/greedy/...)."""
-
-    def validate(self) -> None:
-        require_all([(self.num_steps >= 1, "algo.num_steps must be >= 1"),
-                     (0.0 <= self.gamma <= 1.0, "algo.gamma must be in [0, 1]"),
-                     (0.0 <= self.gae_lambda <= 1.0, "algo.gae_lambda must be in [0, 1]"),
-                     (self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")])
-
-    def check_against(self, cfg: TrainConfig) -> None:
-        """``loop.total_steps`` means the same as for value-based agents: the run makes exactly that many
-        agent steps, so it must be a whole number of rollouts of N x T."""
-        batch = cfg.env.num_envs * self.num_steps
-        total = cfg.loop.total_steps
-        if total % batch:
-            below, above = total // batch * batch, (total // batch + 1) * batch
-            nearest = f"{below:_} or {above:_}" if below else f"{above:_}"
-            raise ConfigError(f"loop.total_steps ({total:_}) must be a multiple of env.num_envs x algo.num_steps "
-                              f"= {batch}; nearest valid: {nearest}")
 
 
 def orthogonal_init(layer: nn.Module, gain: float) -> None:

@@ -7,7 +7,6 @@ evaluate and checkpoint on agent-step intervals.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlsmooth.config import ConfigError, TrainConfig, require_all
+from rlsmooth.config import TrainConfig
 from rlsmooth.pieces.optim import RhoScaler, SpectralSetup, apply_spectral_setup, build_optimizer, optimizer_step
 from rlsmooth.pieces.replay import Batch, FrameReplay
 from rlsmooth.training import seeding
@@ -23,61 +22,6 @@ from rlsmooth.training.diagnostics import diagnostics
 from rlsmooth.training.evaluation import eval_metrics, evaluate
 from rlsmooth.training.seeding import SeedStreams
 from rlsmooth.training.skeleton import RunSkeleton
-
-
-@dataclass
-class ValueConfig:
-    """Hyper-parameters every value-based agent reads (DQN-Adam defaults; units: agent steps)."""
-
-    gamma: float = 0.99
-    """Discount factor."""
-    n_step: int = 1
-    """Length of the bootstrapped return (1 = one-step TD)."""
-    batch_size: int = 32
-    """Transitions per gradient update."""
-    replay_capacity: int = 1_000_000
-    """Replay size in transitions (split evenly over the N envs)."""
-    learning_starts: int = 20_000
-    """Agent steps of pure exploration before the first update."""
-    replay_ratio: float = 0.25
-    """Gradient updates per agent step (the paper: one update every 4 agent steps), kept for any N."""
-    target_update_every: int = 8_000
-    """Agent steps between copies of the online network into the target network."""
-    epsilon_start: float = 1.0
-    """Exploration rate during and right after warm-up."""
-    epsilon_end: float = 0.01
-    """Final exploration rate (at most ``epsilon_start``)."""
-    epsilon_decay_steps: int = 250_000
-    """Agent steps (after ``learning_starts``) over which epsilon decays linearly."""
-
-    def validate(self) -> None:
-        require_all([
-            (0.0 <= self.gamma <= 1.0, "algo.gamma must be in [0, 1]"),
-            (self.n_step >= 1, "algo.n_step must be >= 1"),
-            (self.batch_size >= 1, "algo.batch_size must be >= 1"),
-            (self.replay_capacity >= 1, "algo.replay_capacity must be >= 1"),
-            (self.batch_size <= self.replay_capacity,
-             f"algo.batch_size ({self.batch_size}) is larger than algo.replay_capacity ({self.replay_capacity})"),
-            (self.learning_starts >= 0, "algo.learning_starts must be >= 0"),
-            (self.replay_ratio > 0, "algo.replay_ratio must be > 0"),
-            (self.target_update_every >= 1, "algo.target_update_every must be >= 1"),
-            (0.0 <= self.epsilon_end <= 1.0 and 0.0 <= self.epsilon_start <= 1.0, "algo.epsilon_* must be in [0, 1]"),
-            (self.epsilon_end <= self.epsilon_start,
-             f"algo.epsilon_end ({self.epsilon_end}) is above algo.epsilon_start ({self.epsilon_start}): "
-             f"exploration would rise during training"),
-            (self.epsilon_decay_steps >= 0, "algo.epsilon_decay_steps must be >= 0")])
-
-    def check_against(self, cfg: TrainConfig) -> None:
-        per_env = self.replay_capacity // cfg.env.num_envs
-        if per_env < 4 * cfg.env.frame_stack + self.n_step + 2:
-            raise ConfigError(f"algo.replay_capacity {self.replay_capacity} is too small for {cfg.env.num_envs} envs")
-        needed = max(self.batch_size, cfg.env.num_envs * (self.n_step + cfg.env.frame_stack + 2))
-        if self.learning_starts < needed:
-            raise ConfigError(f"algo.learning_starts must be >= {needed} (a batch, and n-step + frame-stack "
-                              f"history in every env)")
-        if self.learning_starts >= cfg.loop.total_steps:
-            raise ConfigError(f"algo.learning_starts ({self.learning_starts}) >= loop.total_steps "
-                              f"({cfg.loop.total_steps}): the run would make no update")
 
 
 class ValueAgent(NamedTuple):
