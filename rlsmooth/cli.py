@@ -82,7 +82,8 @@ def cmd_sweep(args) -> int:
     from rlsmooth.experiments.sweep import load_sweep, run_sweep
     if args.workers < 1:
         raise ConfigError("--workers must be >= 1")
-    cells = run_sweep(load_sweep(args.sweep, args.out), args.backend, args.workers, args.dry_run, args.address)
+    cells = run_sweep(load_sweep(args.sweep, args.out, args.set), args.backend, args.workers, args.dry_run,
+                      args.address)
     return 1 if any(c.state.startswith("failed") for c in cells) else 0
 
 
@@ -130,6 +131,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--address", default=None, help="ray backend: cluster address (default: start a local Ray)")
     p.add_argument("--out", default=None, help="sweep directory (default: the sweep file's 'out')")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides for every cell, after the sweep file's own 'set'")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("compare", help="tables, aggregates and plots from run or sweep directories")

@@ -187,3 +187,25 @@ def test_identical_seeds_give_zero_width_interval(tmp_path):
 def test_compare_with_no_runs_is_one_line_error(tmp_path):
     proc = run_cli("compare", tmp_path, "--out", tmp_path / "rep")
     assert proc.returncode == 2 and "no usable runs" in proc.stderr
+
+
+def test_gpu_ablation_script_runs_within_its_budget_on_cpu(tmp_path, chain_config):
+    """bench/minatar_ablation_gpu.sh with a tiny budget: cells run, stop on time, resume, and a report follows."""
+    import os
+    import subprocess
+    import sys
+    from conftest import ROOT
+    base = chain_config(steps=200_000)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"base: {base}\naxes:\n  variant:\n    baseline: {{}}\n    sn_fc: {{spectral.layers: [fc]}}\n")
+    env = dict(os.environ, PYTHON=sys.executable, SWEEP=str(sweep), OUT_DIR=str(tmp_path / "out"), BUDGET_S="35",
+               WORKERS="2", EXTRA="loop.eval_every=2000 loop.checkpoint_every=2000 device=cpu")
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "minatar_ablation_gpu.sh")], env=env, capture_output=True,
+                          text=True, timeout=240)
+    out = tmp_path / "out" / "minatar_ablation_gpu"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    throughput = (out / "throughput.txt").read_text()
+    assert "steps/s over 2 processes" in throughput and not throughput.startswith("agent steps this invocation: 0 ")
+    for cell in ("variant=baseline", "variant=sn_fc"):
+        assert (out / "runs" / cell / "checkpoints" / "latest.pt").is_file()   # stopped by the budget, resumable
+    assert (out / "report" / "report.md").is_file()

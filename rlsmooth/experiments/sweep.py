@@ -67,7 +67,7 @@ def _override(key: str, value) -> str:
     return f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
 
 
-def load_sweep(path: str | Path, out: str | None = None) -> Sweep:
+def load_sweep(path: str | Path, out: str | None = None, extra: list[str] = ()) -> Sweep:
     path = Path(path)
     spec = parse_yaml(read_text(path, "sweep file"), path) or {}
     if not isinstance(spec, dict):
@@ -82,7 +82,7 @@ def load_sweep(path: str | Path, out: str | None = None) -> Sweep:
     axes = spec.get("axes") or {}
     if not isinstance(axes, dict) or not axes:
         raise ConfigError(f"{path}: 'axes' must map axis names to lists (or, for 'variant', to named overrides)")
-    common = [_override(k, v) for k, v in (spec.get("set") or {}).items()]
+    common = [_override(k, v) for k, v in (spec.get("set") or {}).items()] + list(extra)
     names, choices = [], []
     for axis, values in axes.items():
         if isinstance(values, dict):   # named groups of overrides, e.g. variant: {sn_fc: {spectral.layers: [fc]}}
