@@ -58,8 +58,7 @@ def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler
     loss, pg, v, ent = a2c_loss(dist.log_prob(rollout.action), adv, value, rollout.ret, dist.entropy(),
                                 algo.vf_coef, algo.ent_coef)
     optimizer_step(net, optimizer, scaler, loss, cfg.optim.grad_clip)
-    values = torch.stack([pg.detach(), v.detach(), ent.detach()]).cpu().tolist()
-    return dict(zip(("train/policy_loss", "train/value_loss", "train/entropy"), values))
+    return {"train/policy_loss": pg.detach(), "train/value_loss": v.detach(), "train/entropy": ent.detach()}
 
 
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:

@@ -78,10 +78,9 @@ def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler
                 sums["v"] += v.detach()
                 sums["ent"] += ent.detach()
             count += 1
-    values = torch.stack(list(sums.values())).cpu() / count
     names = {"pg": "train/policy_loss", "v": "train/value_loss", "ent": "train/entropy", "kl": "train/approx_kl",
              "clipfrac": "train/clipfrac"}
-    return {names[k]: float(x) for k, x in zip(sums, values)}
+    return {names[k]: x / count for k, x in sums.items()}   # device tensors: read on the host at log steps only
 
 
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:

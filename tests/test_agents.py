@@ -126,3 +126,39 @@ def test_other_agents_run_on_minatar(config, steps, tmp_path):
     rows = metrics(out)
     assert rows[-1]["step"] == steps and "eval/episodes" in rows[-1]
     assert any("train/loss" in r or "train/value_loss" in r for r in rows)
+
+
+def test_thread_choice(chain_config, tmp_path):
+    """A single run uses every core it may use; `threads` overrides; sweeps give each run cores / workers."""
+    import yaml
+    from rlsmooth.training.rundir import available_cores
+    for threads, expected in ((0, available_cores()), (1, 1)):
+        out = tmp_path / f"t{threads}"
+        run_cli("train", chain_config(steps=200), f"threads={threads}", "--out", out, check=True)
+        meta = yaml.safe_load((out / "config.yaml").read_text())["meta"]
+        assert meta["hardware"]["torch_threads"] == expected
+    from rlsmooth.experiments.sweep import Cell, cell_command
+    command = cell_command(Cell("c", {}, ["seed=1"], tmp_path / "c"), tmp_path / "base.yaml", threads=1)
+    assert "threads=1" in command and command.index("threads=1") < command.index("seed=1")
+
+
+def test_acting_skips_the_forward_pass_when_every_env_explores():
+    import numpy as np
+    import torch
+    from rlsmooth.training.value_loop import epsilon_greedy
+    calls = []
+
+    def q_values():
+        calls.append(1)
+        return torch.tensor([[0.0, 1.0]] * 4)
+    a = epsilon_greedy(q_values, 4, 2, 1.0, np.random.default_rng(0))
+    assert not calls and a.shape == (4,)
+    b = epsilon_greedy(q_values, 4, 2, 0.0, np.random.default_rng(0))
+    assert calls == [1] and b.tolist() == [1, 1, 1, 1]
+    # the same draws as computing Q first: which envs explore, then their random actions
+    rng1, rng2 = np.random.default_rng(5), np.random.default_rng(5)
+    mixed = epsilon_greedy(q_values, 4, 2, 0.5, rng1)
+    explore = rng2.random(4) < 0.5
+    reference = np.ones(4, np.int64)
+    reference[explore] = rng2.integers(0, 2, size=int(explore.sum()))
+    assert mixed.tolist() == reference.tolist()

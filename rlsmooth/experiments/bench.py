@@ -105,9 +105,9 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
     agent = module.value_agent(cfg)
     learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
 
-    def act():
-        with torch.no_grad():
-            epsilon_greedy(agent.q_values(learner.net, torch.from_numpy(obs).to(device)), 0.01, rng)
+    def act():   # epsilon 0: every call runs the forward pass
+        epsilon_greedy(lambda: agent.q_values(learner.net, torch.from_numpy(obs).to(device)), n, env.num_actions,
+                       0.0, rng)
     results["act_steps_per_s"] = n * _rate(act, seconds)
 
     c = env.frame_channels

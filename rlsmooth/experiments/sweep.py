@@ -128,10 +128,12 @@ def cell_state(run_dir: Path) -> str:
     return "pending"
 
 
-def cell_command(cell: Cell, base: Path) -> list[str]:
+def cell_command(cell: Cell, base: Path, threads: int) -> list[str]:
+    """``threads`` is written into a new cell's config (a resumed cell keeps the value it started with)."""
     if cell.state == "resume":
         return [sys.executable, "-m", "rlsmooth", "train", "--resume", str(cell.run_dir)]
-    command = [sys.executable, "-m", "rlsmooth", "train", str(base), *cell.overrides, "loop.progress=false",
+    command = [sys.executable, "-m", "rlsmooth", "train", str(base), f"threads={threads}", *cell.overrides,
+               "loop.progress=false",
                "--out", str(cell.run_dir)]
     return command + (["--replace"] if cell.state == "restart" else [])
 
@@ -172,7 +174,7 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: b
         return sweep.cells
     sweep.out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if backend == "local" else int(sweep.resources.get("num_cpus", 1))
-    jobs = [(cell_command(c, sweep.base), str(c.log), str(c.run_dir / CELL_FILE), str(c.run_dir), c.axes, threads)
+    jobs = [(cell_command(c, sweep.base, threads), str(c.log), str(c.run_dir / CELL_FILE), str(c.run_dir), c.axes, threads)
             for c in todo]
     if backend == "ray":
         results = _run_ray(jobs, sweep.resources, ray_address)

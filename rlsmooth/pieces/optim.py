@@ -22,17 +22,24 @@ from torch import nn
 from typing import NamedTuple
 
 from rlsmooth.config import OptimConfig, TrainConfig
+from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.networks import select_layers
 from rlsmooth.pieces.spectral import SpectralNorm, apply_spectral, raw_weight
 
 
 def make_optimizer(params: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    impl = cfg.implementation
+    if impl == "auto":
+        impl = "foreach" if cfg.name == "rmsprop" else "fused"
+    if impl == "fused" and cfg.name == "rmsprop":
+        raise ConfigError("optim.implementation=fused: PyTorch has no fused RMSprop; use foreach or single")
+    kernels = {"single": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[impl]
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps)
+        return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps, **kernels)
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
-                                   centered=cfg.centered, momentum=cfg.momentum)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+                                   centered=cfg.centered, momentum=cfg.momentum, **kernels)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, **kernels)
 
 
 class RhoScaler:
@@ -86,10 +93,12 @@ class RhoScaler:
     def before_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Call after backward, before ``optimizer.step()``; ``set_base_lr`` keeps annealing working."""
         if self.scale_lr:
-            rhos = dict(zip(self.layers, torch.stack([self.divisor(n) for n in self.layers]).cpu().tolist()))
             for group in optimizer.param_groups:
-                if group["name"] in rhos:
-                    group["lr"] = group["base_lr"] / rhos[group["name"]]
+                if group["name"] in self.layers:
+                    divisor = self.divisor(group["name"])
+                    # fused / capturable kernels take the learning rate as a device tensor: no host sync
+                    tensor_lr = group.get("fused") or group.get("capturable")
+                    group["lr"] = group["base_lr"] / (divisor if tensor_lr else divisor.item())
         if self.scale_grad:
             for name, layer in self.layers.items():
                 weight = raw_weight(layer)

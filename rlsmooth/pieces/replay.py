@@ -103,19 +103,36 @@ class FrameReplay:
             have += len(envs)
         return np.concatenate(envs_out)[:batch_size], np.concatenate(pos_out)[:batch_size]
 
-    def _stack(self, envs: np.ndarray, pos: np.ndarray) -> np.ndarray:
-        """Stacked observations ending at absolute slot ``pos``, zero before the episode's first frame."""
-        offsets = np.arange(self.stack - 1, -1, -1)                   # oldest ... newest
-        slots = (pos[:, None] - offsets[None, :]) % self.track        # (B, stack)
+    def _stacks(self, envs: np.ndarray, pos: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stacked observations ending at ``pos`` and at ``pos + k``, zero before an episode's first frame.
+
+        Both stacks come from one gather of the window pos - stack + 1 ... pos + n_step (they share
+        stack - k frames), and the zero-fill multiply runs only when a stack crosses an episode start.
+        """
+        s, b = self.stack, len(pos)
+        window = np.arange(-(s - 1), self.n_step + 1)                   # oldest obs frame ... pos + n
+        slots = (pos[:, None] + window[None, :]) % self.track            # (B, s + n)
         e = envs[:, None]
-        frames = self.frames[e, slots]                                # (B, stack, C, H, W)
-        if self.stack > 1:
-            first = self.first[e, slots]
-            # a frame is kept if no newer frame in the stack starts the episode
-            newer_first = np.flip(np.cumsum(np.flip(first, 1), 1), 1) - first
-            frames = frames * (newer_first == 0)[..., None, None, None].astype(np.uint8)
-        b = len(pos)
-        return frames.reshape(b, self.stack * self.frame_shape[0], *self.frame_shape[1:])
+        frames = self.frames[e, slots]                                   # (B, s + n, C, H, W): the one gather
+        first = self.first[e, slots]
+        if (k == self.n_step).all():                                     # the common case: plain slices
+            start_next = np.full(b, self.n_step)
+            obs, nxt = frames[:, :s], frames[:, self.n_step:self.n_step + s]
+        else:
+            start_next = k
+            index = k[:, None] + np.arange(s)[None, :]
+            obs, nxt = frames[:, :s], np.take_along_axis(frames, index[:, :, None, None, None], 1)
+        stacks = []
+        for start, stack in ((np.zeros(b, np.int64), obs), (start_next, nxt)):
+            if s > 1:
+                starts = np.take_along_axis(first, start[:, None] + np.arange(s)[None, :], 1)   # (B, s)
+                # a frame is kept if no newer frame in its stack starts the episode
+                newer_first = np.flip(np.cumsum(np.flip(starts, 1), 1), 1) - starts
+                keep = newer_first == 0
+                if not keep.all():
+                    stack = stack * keep[..., None, None, None].astype(np.uint8)
+            stacks.append(np.ascontiguousarray(stack).reshape(b, s * self.frame_shape[0], *self.frame_shape[1:]))
+        return stacks[0], stacks[1]
 
     def sample_arrays(self, batch_size: int) -> tuple[np.ndarray, ...]:
         envs, pos = self._sample_starts(batch_size)
@@ -133,8 +150,7 @@ class FrameReplay:
         last_slot = (pos + k - 1) % self.track
         terminal = self.terminal[envs, last_slot]
         discount = np.where(terminal, 0.0, self.gamma ** k).astype(np.float32)
-        obs = self._stack(envs, pos)
-        next_obs = self._stack(envs, pos + k)
+        obs, next_obs = self._stacks(envs, pos, k)
         action = self.action[envs, pos % self.track].astype(np.int64)
         return obs, action, reward, discount, next_obs
 

@@ -28,18 +28,20 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def _sigma_step(matrix: torch.Tensor, v: torch.Tensor, k: float, only_shrink: bool):
-    """Second half of a power-iteration step and the divisor: (sigma = ||W v||, u = W v / sigma, s, clamped).
+    """Second half of a power-iteration step and the divisor: (sigma = ||W v||, u = W v / sigma, s, free).
 
-    s = sigma / k, or 1 where only-shrink clamps it (``clamped``; a host read, for that variant only).
+    s = sigma / k, or max(sigma / k, 1) with only-shrink; ``free`` is 1 where s depends on sigma and 0
+    where only-shrink clamps it (a device tensor: no host sync).
     """
     wv = matrix @ v
     sigma = wv.norm()
     u = wv / sigma.clamp_min(1e-12)
     scale = sigma / k
-    clamped = only_shrink and bool(scale < 1.0)
-    if clamped:
-        scale = torch.ones_like(scale)
-    return sigma, u, scale, clamped
+    free = torch.ones_like(scale)
+    if only_shrink:
+        free = (scale >= 1.0).to(scale.dtype)
+        scale = scale.clamp_min(1.0)
+    return sigma, u, scale, free
 
 
 class _DivideBySigma(torch.autograd.Function):
@@ -52,19 +54,18 @@ class _DivideBySigma(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, v: torch.Tensor, k: float, only_shrink: bool):
-        sigma, u, scale, clamped = _sigma_step(weight.flatten(1), v, k, only_shrink)
-        ctx.save_for_backward(weight, u, v, scale)
-        ctx.k, ctx.clamped = k, clamped
+        sigma, u, scale, free = _sigma_step(weight.flatten(1), v, k, only_shrink)
+        ctx.save_for_backward(weight, u, v, scale, free)
+        ctx.k = k
         ctx.mark_non_differentiable(u)
         return weight * scale.reciprocal(), sigma, u   # multiplying is cheaper than dividing a big tensor
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor, grad_sigma: torch.Tensor, grad_u: torch.Tensor):
-        weight, u, v, scale = ctx.saved_tensors
+        weight, u, v, scale, free = ctx.saved_tensors
         grad_weight = grad * scale.reciprocal()
         d_sigma = grad_sigma if grad_sigma is not None else torch.zeros_like(scale)
-        if not ctx.clamped:
-            d_sigma = d_sigma - torch.dot(grad.flatten(), weight.flatten()) / (scale * scale * ctx.k)
+        d_sigma = d_sigma - free * torch.dot(grad.flatten(), weight.flatten()) / (scale * scale * ctx.k)
         grad_weight.flatten(1).addr_(u * d_sigma, v)
         return grad_weight, None, None, None
 
@@ -79,25 +80,24 @@ class _SpectralLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, v, k: float, only_shrink: bool):
-        sigma, u, scale, clamped = _sigma_step(weight, v, k, only_shrink)
+        sigma, u, scale, free = _sigma_step(weight, v, k, only_shrink)
         z = x @ weight.t()
         y = z * scale.reciprocal()
         if bias is not None:
             y = y + bias
-        ctx.save_for_backward(x, weight, u, v, scale, z)
-        ctx.k, ctx.clamped, ctx.has_bias = k, clamped, bias is not None
+        ctx.save_for_backward(x, weight, u, v, scale, z, free)
+        ctx.k, ctx.has_bias = k, bias is not None
         ctx.mark_non_differentiable(u)
         return y, sigma, u
 
     @staticmethod
     def backward(ctx, grad_y, grad_sigma, grad_u):
-        x, weight, u, v, scale, z = ctx.saved_tensors
+        x, weight, u, v, scale, z, free = ctx.saved_tensors
         grad_z = grad_y * scale.reciprocal()
         grad_x = grad_z @ weight
         grad_weight = grad_z.t() @ x
         d_sigma = grad_sigma if grad_sigma is not None else torch.zeros_like(scale)
-        if not ctx.clamped:
-            d_sigma = d_sigma - (grad_y * z).sum() / (scale * scale * ctx.k)
+        d_sigma = d_sigma - free * (grad_y * z).sum() / (scale * scale * ctx.k)
         grad_weight.addr_(u * d_sigma, v)
         grad_bias = grad_y.sum(0) if ctx.has_bias else None
         return grad_x, grad_weight, grad_bias, None, None, None

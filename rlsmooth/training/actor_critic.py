@@ -25,7 +25,7 @@ from rlsmooth.training import seeding
 from rlsmooth.training.checkpoint import restore
 from rlsmooth.training.evaluation import eval_metrics, evaluate
 from rlsmooth.training.seeding import SeedStreams
-from rlsmooth.training.skeleton import RunSkeleton
+from rlsmooth.training.skeleton import RunSkeleton, maybe_compile
 
 
 def orthogonal_init(layer: nn.Module, gain: float) -> None:
@@ -150,6 +150,7 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
     messages: list[str] = []
     learner = build_learner(cfg, env.obs_shape, env.num_actions, device, message=messages.append)
     net, optimizer = learner.net, learner.optimizer
+    forward = maybe_compile(net, loop.compile, device)   # the same parameters, compiled forward
     run.begin({"net": net, "optimizer": optimizer}, learner.layers, learner.estimators, counters={"iteration": 0},
               messages=messages)
     batch = n * horizon
@@ -178,7 +179,7 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
             for t in range(horizon):
                 obs_t = torch.from_numpy(run.obs).to(device, non_blocking=True)
                 with torch.no_grad():
-                    logits, value = net(obs_t)
+                    logits, value = forward(obs_t)
                     dist = torch.distributions.Categorical(logits=logits)
                     action = dist.sample()
                 obs_buf[t], action_buf[t] = obs_t, action
@@ -200,9 +201,10 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
             rollout = Rollout(obs_buf.flatten(0, 1), action_buf.flatten(), logprob_buf.flatten(), value_buf.flatten(),
                               advantage.flatten(), ret.flatten())
             net.train()
-            update_metrics = update(net, optimizer, learner.scaler, rollout, cfg)
+            update_metrics = update(forward, optimizer, learner.scaler, rollout, cfg)
             run.counters["iteration"] += 1
             final = run.advance(batch) >= loop.total_steps
-            run.log_if_due(final, lambda: {"train/lr": optimizer.param_groups[0]["base_lr"], **update_metrics})
+            run.log_if_due(final, lambda: {"train/lr": optimizer.param_groups[0]["base_lr"],
+                                           **{k: float(v) for k, v in update_metrics.items()}})
             run.end_of_iteration(final, run_eval, stop)
     return run.finish()

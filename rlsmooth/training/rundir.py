@@ -120,7 +120,8 @@ def provenance(device: torch.device) -> dict:
         except metadata.PackageNotFoundError:
             versions[package] = None
     hardware = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                "cpu_count": torch.get_num_threads(), "device": str(device)}
+                "cpu_count": available_cores(), "torch_threads": torch.get_num_threads(),
+                "device": str(device)}
     if device.type == "cuda":
         hardware["gpu"] = torch.cuda.get_device_name(device)
     return {"git_commit": _git_commit(), "python": platform.python_version(), "packages": versions,
@@ -159,6 +160,20 @@ def read_config(run_dir: Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} is not a config mapping")
     return data
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(threads: int) -> int:
+    """Torch intra-op threads: ``threads``, or every available core for 0; returns the number set."""
+    count = threads or available_cores()
+    torch.set_num_threads(count)
+    return count
 
 
 def resolve_device(name: str) -> torch.device:

@@ -24,7 +24,8 @@ from rlsmooth.pieces.spectral import sigma_metrics
 from rlsmooth.training import checkpoint as ckpt
 from rlsmooth.training import seeding
 from rlsmooth.training.logger import Logger
-from rlsmooth.training.rundir import CHECKPOINT, interrupt_guard, provenance, resolve_device, write_config, write_summary
+from rlsmooth.training.rundir import (CHECKPOINT, interrupt_guard, provenance, resolve_device, set_threads,
+                                      write_config, write_summary)
 from rlsmooth.training.seeding import SeedStreams
 
 
@@ -38,6 +39,13 @@ def due(marks: dict, key: str, step: int, interval: int, final: bool = False) ->
     while marks[key] <= step:
         marks[key] += interval or max(step, 1)
     return True
+
+
+def maybe_compile(fn: Callable, enabled: bool, device: torch.device) -> Callable:
+    """``fn`` itself, or ``torch.compile(fn)``: CUDA graphs on CUDA, inductor's default mode elsewhere."""
+    if not enabled:
+        return fn
+    return torch.compile(fn, mode="reduce-overhead" if device.type == "cuda" else "default")
 
 
 class EpisodeStats:
@@ -112,6 +120,7 @@ class RunSkeleton:
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, total_steps: int):
         self.cfg, self.run_dir, self.total_steps = cfg, run_dir, total_steps
         self.device = resolve_device(cfg.device)
+        self.threads = set_threads(cfg.threads)
         self.streams = SeedStreams(cfg.seed)
         self.streams.seed_globals()
         self.rng = self.streams.generator(seeding.POLICY)

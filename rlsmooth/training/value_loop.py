@@ -21,7 +21,7 @@ from rlsmooth.training import seeding
 from rlsmooth.training.diagnostics import diagnostics
 from rlsmooth.training.evaluation import eval_metrics, evaluate
 from rlsmooth.training.seeding import SeedStreams
-from rlsmooth.training.skeleton import RunSkeleton
+from rlsmooth.training.skeleton import RunSkeleton, maybe_compile
 
 
 class ValueAgent(NamedTuple):
@@ -71,19 +71,25 @@ def update_step(learner: Learner, agent: ValueAgent, batch: Batch, grad_clip: fl
     return loss.detach(), q_mean.detach()
 
 
-def epsilon_greedy(q: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    greedy = q.argmax(dim=1).cpu().numpy()
-    explore = rng.random(len(greedy)) < epsilon
+def epsilon_greedy(q_values: Callable[[], torch.Tensor], num_envs: int, num_actions: int, epsilon: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Epsilon-greedy actions for N envs.  Which envs explore is drawn first, so the forward pass
+    ``q_values()`` (and its device-to-host copy) runs only when at least one env exploits."""
+    explore = rng.random(num_envs) < epsilon
+    if explore.all():
+        return rng.integers(0, num_actions, size=num_envs)
+    with torch.no_grad():
+        actions = q_values().argmax(dim=1).cpu().numpy()
     if explore.any():
-        greedy[explore] = rng.integers(0, q.shape[1], size=int(explore.sum()))
-    return greedy
+        actions[explore] = rng.integers(0, num_actions, size=int(explore.sum()))
+    return actions
 
 
-def make_policy(net: nn.Module, agent: ValueAgent, device: torch.device, epsilon: float,
+def make_policy(net: nn.Module, agent: ValueAgent, device: torch.device, num_actions: int, epsilon: float,
                 rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
     def policy(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return epsilon_greedy(agent.q_values(net, torch.from_numpy(obs).to(device)), epsilon, rng)
+        return epsilon_greedy(lambda: agent.q_values(net, torch.from_numpy(obs).to(device)), len(obs), num_actions,
+                              epsilon, rng)
     return policy
 
 
@@ -93,7 +99,7 @@ def load_value_policy(cfg: TrainConfig, agent: ValueAgent, state: dict, env, dev
     from rlsmooth.training.checkpoint import restore
     learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
     restore(learner.net, state, "net", Path("checkpoint"))
-    return make_policy(learner.net, agent, device, 0.0 if greedy else cfg.loop.eval_epsilon,
+    return make_policy(learner.net, agent, device, env.num_actions, 0.0 if greedy else cfg.loop.eval_epsilon,
                        SeedStreams(cfg.seed).generator(seeding.EVAL_CLI))
 
 
@@ -104,6 +110,8 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume
     channels = env.frame_channels
     learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
     net, target = learner.net, learner.target
+    act_q = maybe_compile(agent.q_values, loop.compile, device)
+    agent = agent._replace(loss=maybe_compile(agent.loss, loop.compile, device))
     replay = FrameReplay(algo.replay_capacity, n, (channels, *env.obs_shape[1:]), stack=env.obs_shape[0] // channels,
                          n_step=algo.n_step, gamma=algo.gamma, seed=run.streams.sequence(seeding.REPLAY))
     stateful = {"net": net, "target": target, "optimizer": learner.optimizer}
@@ -120,8 +128,8 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume
 
     def run_eval() -> dict[str, float]:
         eval_rng = run.streams.generator(seeding.EVAL_POLICY, run.step)
-        result = evaluate(run.eval_env, make_policy(net, agent, device, loop.eval_epsilon, eval_rng), loop.eval_steps,
-                          loop.eval_episodes)
+        policy = make_policy(net, agent, device, run.eval_env.num_actions, loop.eval_epsilon, eval_rng)
+        result = evaluate(run.eval_env, policy, loop.eval_steps, loop.eval_episodes)
         return {**eval_metrics(result, cfg.env.suite, cfg.env.game),
                 **diagnostics(net, agent.q_values, result.states, device)}
 
@@ -130,9 +138,9 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume
             step = run.step
             epsilon = linear_epsilon(step, algo.epsilon_start, algo.epsilon_end, algo.epsilon_decay_steps,
                                      algo.learning_starts)
-            with torch.no_grad():
-                q = agent.q_values(net, torch.from_numpy(run.obs).to(device, non_blocking=True))
-            actions = epsilon_greedy(q, epsilon, run.rng)
+            obs = run.obs
+            actions = epsilon_greedy(lambda: act_q(net, torch.from_numpy(obs).to(device, non_blocking=True)),
+                                     n, env.num_actions, epsilon, run.rng)
             env.send(actions)
             # learn while the emulators step; this step's transition joins the replay right after
             if step >= learn_from:
