@@ -4,9 +4,10 @@
 #
 #   bash bench/gpu.sh                 # needs torch with CUDA and this package's dependencies
 #
-# Each line reports the whole loop's agent steps/s (median of 2 alternating repetitions, with and
+# Each line reports the whole loop's agent steps/s (median of alternating repetitions, with and
 # without SN on the penultimate layer, so the SN cost is a side-by-side ratio) and its parts:
-# env stepping, batched acting, replay sampling and updates.
+# env stepping, batched acting, replay sampling from host memory (pinned staging) and from GPU
+# memory, and updates, eager against torch.compile with CUDA graphs (--compile).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${OUT_DIR:-${OUT:-bench_results}}
@@ -15,14 +16,14 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$OUT_DIR/gpu.txt"
-run() {  # name, then `rlsmooth bench` arguments
-  local name=$1; shift
-  timeout 150 $PY run.py bench --device cuda --json "$OUT_DIR/$name.json" "$@" 2>>"$OUT_DIR/stderr.log" \
+run() {  # seconds, name, then `rlsmooth bench` arguments
+  local limit=$1 name=$2; shift 2
+  timeout "$limit" $PY run.py bench --device cuda --json "$OUT_DIR/$name.json" "$@" 2>>"$OUT_DIR/stderr.log" \
     || echo "bench $name did not finish (exit $?)"
 }
-run dqn_n16  --suite atari --agent dqn --num-envs 16 --steps 20000 --repeats 2
-run c51_n16  --suite atari --agent c51 --num-envs 16 --steps 20000 --repeats 2
-run c51_n64  --suite atari --agent c51 --num-envs 64 --steps 40000 --repeats 1
-run c51_n1   --suite atari --agent c51 --num-envs 1  --steps 3000  --repeats 1 --spectral none
-run ppo_n64  --suite atari --agent ppo --num-envs 64 --steps 40000 --repeats 2
+run 170 dqn_n16  --suite atari --agent dqn --num-envs 16 --steps 20000 --repeats 2 --compile
+run 170 c51_n16  --suite atari --agent c51 --num-envs 16 --steps 20000 --repeats 2 --compile
+run 100 c51_n64  --suite atari --agent c51 --num-envs 64 --steps 40000 --repeats 1
+run 50  c51_n1   --suite atari --agent c51 --num-envs 1  --steps 3000  --repeats 1 --spectral none
+run 100 ppo_n64  --suite atari --agent ppo --num-envs 64 --steps 40000 --repeats 2
 echo "results in $OUT_DIR"

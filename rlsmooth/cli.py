@@ -152,6 +152,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--spectral", default="auto",
                    help="also time the loop with SN on these layers (comma list; auto = the penultimate layer; none)")
     p.add_argument("--repeats", type=int, default=2, help="alternating repetitions of each loop measurement")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the update compiled against eager (value agents; compiling takes a while)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=cmd_bench)
     return parser

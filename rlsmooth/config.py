@@ -393,6 +393,9 @@ class ValueConfig:
     """Transitions per gradient update."""
     replay_capacity: int = 1_000_000
     """Replay size in transitions (split evenly over the N envs)."""
+    replay_storage: Literal["host", "device"] = "host"
+    """Where the replay's frames live: host memory (batches go to the GPU through pinned staging
+    buffers) or the training device (MinAtar always fits; Atari's 7 GB on a large GPU)."""
     learning_starts: int = 20_000
     """Agent steps of pure exploration before the first update."""
     replay_ratio: float = 0.25

@@ -36,10 +36,12 @@ def load_train_config(data: dict) -> TrainConfig:
 
 
 def estimate_memory(cfg: TrainConfig, obs_shape: tuple, frame_channels: int) -> int:
-    """Host bytes of the replay (frames stored once + per-slot metadata) and of the environments."""
+    """Host bytes of the replay (frames stored once, unless they live on the device, + per-slot
+    metadata) and of the environments."""
     envs = (cfg.env.num_envs + cfg.env.eval_num_envs) * ENV_BYTES[cfg.env.suite]
     capacity = getattr(cfg.algo, "replay_capacity", 0)
-    frame_bytes = frame_channels * obs_shape[1] * obs_shape[2]
+    on_host = getattr(cfg.algo, "replay_storage", "host") == "host"
+    frame_bytes = frame_channels * obs_shape[1] * obs_shape[2] if on_host else 0
     return capacity * (frame_bytes + 13) + envs   # 13 B: action, reward and 5 flags per slot
 
 

@@ -162,3 +162,17 @@ def test_acting_skips_the_forward_pass_when_every_env_explores():
     reference = np.ones(4, np.int64)
     reference[explore] = rng2.integers(0, 2, size=int(explore.sum()))
     assert mixed.tolist() == reference.tolist()
+
+
+@pytest.mark.parametrize("agent", ["dqn", "a2c"])
+def test_bench_reports_side_by_side_figures(agent, tmp_path):
+    pytest.importorskip("minatar")
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", "--suite", "minatar", "--agent", agent, "--num-envs", "2", "--steps", "600",
+                   "--repeats", "1", "--json", out, check=True, timeout=600)
+    report = json.loads(out.read_text())
+    entry = report["agents"][agent]
+    assert set(entry["loop_steps_per_s"]) == {"plain", "sn[auto]"} and entry["env_steps_per_s"] > 0
+    if agent == "dqn":
+        assert entry["replay_samples_per_s_host"] > 0 and entry["replay_samples_per_s_device"] > 0
+        assert "from host memory" in proc.stdout

@@ -130,3 +130,23 @@ def test_memory_of_one_million_atari_transitions():
     assert total_gb < 7.5
     naive_gb = 2 * 1_000_000 * 4 * 84 * 84 / 1e9       # obs and next_obs stacks
     assert naive_gb > 28 * 0.99
+
+
+def test_device_storage_samples_what_host_storage_samples():
+    """Frames held as a (device) tensor: the same batches as the host arrays, draw for draw."""
+    host = FrameReplay(capacity=90, num_envs=3, frame_shape=(1, 2, 2), stack=3, n_step=2, gamma=0.9, seed=5)
+    dev = FrameReplay(capacity=90, num_envs=3, frame_shape=(1, 2, 2), stack=3, n_step=2, gamma=0.9, seed=5,
+                      storage="cpu")
+    for r in (host, dev):
+        fill(r, 40, episode_end_at={9, 23}, num_envs=3)
+    for _ in range(3):
+        a, b = host.sample(64), dev.sample(64)
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    assert dev.memory_bytes() == host.memory_bytes()
+    state = dev.state_dict()
+    assert isinstance(state["frames"], torch.Tensor) and torch.equal(state["frames"], torch.from_numpy(host.frames))
+    again = FrameReplay(capacity=90, num_envs=3, frame_shape=(1, 2, 2), stack=3, n_step=2, gamma=0.9, storage="cpu")
+    again.load_state_dict(state)
+    for x, y in zip(again.sample(16), dev.sample(16)):
+        assert torch.equal(x, y)

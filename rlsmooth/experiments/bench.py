@@ -21,6 +21,7 @@ from rlsmooth.training.logger import read_metrics
 from rlsmooth.pieces.replay import Batch, FrameReplay
 from rlsmooth.training.rundir import resolve_device
 from rlsmooth.training.seeding import TRAIN_ENV, SeedStreams
+from rlsmooth.training.skeleton import maybe_compile
 from rlsmooth.validate import load_train_config
 from rlsmooth.training.value_loop import build_learner, epsilon_greedy, update_step
 
@@ -95,9 +96,9 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
     results["env_steps_per_s"] = n * _rate(env_step, seconds)
 
     if not is_value(cfg.agent):
-        from rlsmooth.training.actor_critic import build_learner, make_policy
-        model = build_learner(cfg, env.obs_shape, env.num_actions, device, message=lambda m: None)
-        policy = make_policy(model.net, device, greedy=False, generator=torch.Generator().manual_seed(0))
+        from rlsmooth.training import actor_critic
+        learner = actor_critic.build_learner(cfg, env.obs_shape, env.num_actions, device, message=lambda m: None)
+        policy = actor_critic.make_policy(learner.net, device, greedy=False, generator=torch.Generator().manual_seed(0))
         results["act_steps_per_s"] = n * _rate(lambda: policy(obs), seconds)
         env.close()
         return results
@@ -111,15 +112,25 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
     results["act_steps_per_s"] = n * _rate(act, seconds)
 
     c = env.frame_channels
-    replay = FrameReplay(cfg.algo.replay_capacity, n, (c, *env.obs_shape[1:]), env.obs_shape[0] // c,
-                         cfg.algo.n_step, cfg.algo.gamma, seed=0)
-    replay.start(obs[:, -c:])
+    # the same transitions in a host replay and a device replay: sampling rates side by side
+    replays = {storage: FrameReplay(cfg.algo.replay_capacity, n, (c, *env.obs_shape[1:]), env.obs_shape[0] // c,
+                                    cfg.algo.n_step, cfg.algo.gamma, seed=0,
+                                    storage=device if storage == "device" else None)
+               for storage in ("host", "device")}
+    for replay in replays.values():
+        replay.start(obs[:, -c:])
     for _ in range(max(200, 4 * cfg.algo.batch_size // n)):
         out = env.step(rng.integers(0, env.num_actions, n))
-        replay.add(rng.integers(0, env.num_actions, n), out.reward, out.terminal, out.episode_end,
-                   out.obs[:, -c:], out.final_obs[:, -c:])
-    results["replay_samples_per_s"] = _rate(lambda: replay.sample(cfg.algo.batch_size, device), seconds)
-    batch = replay.sample(cfg.algo.batch_size, device)
+        actions = rng.integers(0, env.num_actions, n)
+        for replay in replays.values():
+            replay.add(actions, out.reward, out.terminal, out.episode_end, out.obs[:, -c:], out.final_obs[:, -c:])
+    for storage, replay in replays.items():
+        def sample(replay=replay):
+            replay.sample(cfg.algo.batch_size, device)
+            _sync(device)
+        results[f"replay_samples_per_s_{storage}"] = _rate(sample, seconds)
+    results["replay_samples_per_s"] = results["replay_samples_per_s_host"]
+    batch = replays["host"].sample(cfg.algo.batch_size, device)
 
     def update():
         update_step(learner, agent, batch, cfg.optim.grad_clip)
@@ -131,12 +142,14 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
     return results
 
 
-def update_timer(cfg, seed: int = 0):
-    """A zero-argument function running one update of ``cfg``'s learner on a fixed batch."""
+def update_timer(cfg, seed: int = 0, compiled: bool = False):
+    """A zero-argument function running one update of ``cfg``'s learner on a fixed batch
+    (``compiled``: through ``torch.compile``, warmed up first so the compile time is not timed)."""
     from agents import AGENTS
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
     agent = AGENTS[cfg.agent].value_agent(cfg)
+    agent = agent._replace(loss=maybe_compile(agent.loss, compiled, device))
     env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(TRAIN_ENV, 1), training=True)
     learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
     env.close()
@@ -151,7 +164,20 @@ def update_timer(cfg, seed: int = 0):
     def update():
         update_step(learner, agent, batch, cfg.optim.grad_clip)
         _sync(device)
+    if compiled:
+        for _ in range(5):
+            update()
     return update
+
+
+def compile_speedup(cfg, rounds: int = 5, seconds: float = 0.5) -> tuple[float, float]:
+    """Updates/s eager and compiled, alternating short rounds; medians."""
+    timers = {"eager": update_timer(cfg), "compiled": update_timer(cfg, compiled=True)}
+    rates: dict[str, list[float]] = {k: [] for k in timers}
+    for _ in range(rounds):
+        for name, fn in timers.items():
+            rates[name].append(_rate(fn, seconds))
+    return statistics.median(rates["eager"]), statistics.median(rates["compiled"])
 
 
 def update_cost(plain_cfg, sn_cfg, rounds: int = 7, seconds: float = 0.5) -> tuple[float, float, float]:
@@ -208,6 +234,9 @@ def run_bench(args) -> dict:
                 u_plain, u_sn, u_cost = update_cost(cfg, list(variants.values())[1])
                 entry["update_per_s_plain_vs_sn"] = [round(u_plain, 1), round(u_sn, 1)]
                 entry["sn_update_slowdown"] = round(u_cost, 4)
+        if args.compile and is_value(agent):
+            eager, compiled = compile_speedup(variants[list(variants)[-1]])   # with SN when it is measured
+            entry["update_per_s_eager_vs_compiled"] = [round(eager, 1), round(compiled, 1)]
         report["agents"][agent] = entry
         print(f"  {agent}: loop {entry['loop_steps_per_s']} agent steps/s"
               + (f" (SN slowdown {100 * entry['sn_slowdown']:.1f}%)" if "sn_slowdown" in entry else ""))
@@ -216,6 +245,12 @@ def run_bench(args) -> dict:
             line += (f" | sample {entry['replay_samples_per_s']:.0f} batches/s | update {entry['updates_per_s']:.0f}/s "
                      f"(bounds the loop at {entry['update_bound_steps_per_s']:.0f} steps/s)")
         print(line)
+        if is_value(agent):
+            print(f"        replay sampling: {entry['replay_samples_per_s_host']:.0f} batches/s from host memory, "
+                  f"{entry['replay_samples_per_s_device']:.0f} from {device} memory")
+        if "update_per_s_eager_vs_compiled" in entry:
+            eager, compiled = entry["update_per_s_eager_vs_compiled"]
+            print(f"        update eager {eager:.0f}/s, compiled {compiled:.0f}/s ({compiled / eager:.2f}x)")
         if "sn_update_slowdown" in entry:
             u_plain, u_sn = entry["update_per_s_plain_vs_sn"]
             print(f"        update alone (interleaved rounds): {u_plain:.0f}/s plain, {u_sn:.0f}/s with SN "

@@ -10,6 +10,12 @@ action, so it is never sampled as a start) and the next episode's first frame fo
 
 Memory for 1M Atari transitions: 1M x 84 x 84 B = 7.06 GB of frames plus ~10 B per slot of
 metadata, against 28 GB for a buffer that stores every stacked state.
+
+Frames live on the host (default) or on the training device (``storage="device"``: MinAtar
+always fits, Atari's 7 GB on a large GPU); the metadata and the sampling stay on the host.  A
+batch gathers each sampled window (the ``stack + n`` frames that obs and next_obs share) once:
+on the host straight into pinned staging buffers that are allocated once and alternate, so the
+copy to a GPU is asynchronous; on the device with one ``index_select``.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ class Batch(NamedTuple):
 
 class FrameReplay:
     def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, ...], stack: int = 1,
-                 n_step: int = 1, gamma: float = 0.99, seed: int = 0):
+                 n_step: int = 1, gamma: float = 0.99, seed: int = 0, storage: torch.device | str | None = None):
         if capacity < num_envs * (stack + n_step + 2):
             raise ValueError(f"replay capacity {capacity} too small for {num_envs} envs")
         self.num_envs = num_envs
@@ -39,7 +45,13 @@ class FrameReplay:
         self.n_step = n_step
         self.gamma = gamma
         n, t = num_envs, self.track
-        self.frames = np.zeros((n, t, *self.frame_shape), np.uint8)
+        self.storage = torch.device(storage) if storage is not None else None   # None: host numpy frames
+        if self.storage is None:
+            self.frames = np.zeros((n, t, *self.frame_shape), np.uint8)
+        else:
+            self.frames = torch.zeros((n, t, *self.frame_shape), dtype=torch.uint8, device=self.storage)
+        self._staging: list[tuple] = []   # pinned (frames, action, reward+discount) buffers and their events
+        self._turn = 0
         self.action = np.zeros((n, t), np.int32)
         self.reward = np.zeros((n, t), np.float32)
         self.terminal = np.zeros((n, t), bool)
@@ -53,7 +65,11 @@ class FrameReplay:
     # -- writing ---------------------------------------------------------------------------
     def _write_frame(self, envs: np.ndarray, frames: np.ndarray, first: bool) -> None:
         slot = self.written[envs] % self.track
-        self.frames[envs, slot] = frames
+        if self.storage is None:
+            self.frames[envs, slot] = frames
+        else:
+            self.frames[torch.from_numpy(envs).to(self.storage), torch.from_numpy(slot).to(self.storage)] = \
+                torch.from_numpy(np.ascontiguousarray(frames)).to(self.storage)
         self.first[envs, slot] = first
         self.acted[envs, slot] = False
         self.terminal[envs, slot] = False
@@ -103,38 +119,8 @@ class FrameReplay:
             have += len(envs)
         return np.concatenate(envs_out)[:batch_size], np.concatenate(pos_out)[:batch_size]
 
-    def _stacks(self, envs: np.ndarray, pos: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Stacked observations ending at ``pos`` and at ``pos + k``, zero before an episode's first frame.
-
-        Both stacks come from one gather of the window pos - stack + 1 ... pos + n_step (they share
-        stack - k frames), and the zero-fill multiply runs only when a stack crosses an episode start.
-        """
-        s, b = self.stack, len(pos)
-        window = np.arange(-(s - 1), self.n_step + 1)                   # oldest obs frame ... pos + n
-        slots = (pos[:, None] + window[None, :]) % self.track            # (B, s + n)
-        e = envs[:, None]
-        frames = self.frames[e, slots]                                   # (B, s + n, C, H, W): the one gather
-        first = self.first[e, slots]
-        if (k == self.n_step).all():                                     # the common case: plain slices
-            start_next = np.full(b, self.n_step)
-            obs, nxt = frames[:, :s], frames[:, self.n_step:self.n_step + s]
-        else:
-            start_next = k
-            index = k[:, None] + np.arange(s)[None, :]
-            obs, nxt = frames[:, :s], np.take_along_axis(frames, index[:, :, None, None, None], 1)
-        stacks = []
-        for start, stack in ((np.zeros(b, np.int64), obs), (start_next, nxt)):
-            if s > 1:
-                starts = np.take_along_axis(first, start[:, None] + np.arange(s)[None, :], 1)   # (B, s)
-                # a frame is kept if no newer frame in its stack starts the episode
-                newer_first = np.flip(np.cumsum(np.flip(starts, 1), 1), 1) - starts
-                keep = newer_first == 0
-                if not keep.all():
-                    stack = stack * keep[..., None, None, None].astype(np.uint8)
-            stacks.append(np.ascontiguousarray(stack).reshape(b, s * self.frame_shape[0], *self.frame_shape[1:]))
-        return stacks[0], stacks[1]
-
-    def sample_arrays(self, batch_size: int) -> tuple[np.ndarray, ...]:
+    def _transitions(self, batch_size: int):
+        """Sampled starts and their n-step targets: (envs, pos, k, action, reward, discount)."""
         envs, pos = self._sample_starts(batch_size)
         steps = pos[:, None] + np.arange(self.n_step)[None, :]        # (B, n)
         slots = steps % self.track
@@ -150,36 +136,99 @@ class FrameReplay:
         last_slot = (pos + k - 1) % self.track
         terminal = self.terminal[envs, last_slot]
         discount = np.where(terminal, 0.0, self.gamma ** k).astype(np.float32)
-        obs, next_obs = self._stacks(envs, pos, k)
         action = self.action[envs, pos % self.track].astype(np.int64)
-        return obs, action, reward, discount, next_obs
+        return envs, pos, k, action, reward, discount
+
+    def _keep(self, envs: np.ndarray, first_window: np.ndarray, start: np.ndarray) -> np.ndarray | None:
+        """(B, stack) mask of the frames a stack starting at window index ``start`` keeps; None if all."""
+        s = self.stack
+        if s == 1:
+            return None
+        starts = np.take_along_axis(first_window, start[:, None] + np.arange(s)[None, :], 1)
+        # a frame is kept if no newer frame in its stack starts the episode
+        keep = (np.flip(np.cumsum(np.flip(starts, 1), 1), 1) - starts) == 0
+        return None if keep.all() else keep
+
+    def _gather(self, flat_index: np.ndarray, b: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Frames at ``flat_index`` (env * track + slot) on ``device``, with the staging buffers in use."""
+        shape = (len(flat_index), *self.frame_shape)
+        if self.storage is not None:
+            index = torch.from_numpy(flat_index).to(self.storage)
+            return self.frames.view(-1, *self.frame_shape).index_select(0, index).to(device), None
+        flat = self.frames.reshape(-1, *self.frame_shape)
+        if device.type != "cuda":
+            return torch.from_numpy(np.take(flat, flat_index, axis=0)), None
+        if not self._staging or self._staging[0][0].shape != shape:
+            self._staging = [(torch.empty(shape, dtype=torch.uint8, pin_memory=True),
+                              torch.empty(b, dtype=torch.int64, pin_memory=True),
+                              torch.empty((2, b), dtype=torch.float32, pin_memory=True),
+                              torch.cuda.Event()) for _ in range(2)]
+        frames, action, floats, event = self._staging[self._turn]
+        self._turn = 1 - self._turn
+        event.synchronize()          # the copy that last used this buffer has finished
+        np.take(flat, flat_index, axis=0, out=frames.numpy())
+        return frames, (action, floats, event)
 
     def sample(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
-        obs, action, reward, discount, next_obs = self.sample_arrays(batch_size)
         device = torch.device(device)
-        pin = device.type == "cuda"
+        envs, pos, k, action, reward, discount = self._transitions(batch_size)
+        b, s, n = batch_size, self.stack, self.n_step
+        window = (pos[:, None] + np.arange(-(s - 1), n + 1)[None, :]) % self.track    # obs frames ... pos + n
+        first_window = self.first[envs[:, None], window]
+        frames, staged = self._gather((envs[:, None] * self.track + window).ravel(), b, device)
+        if staged is not None:      # pinned host buffers: every copy to the GPU is asynchronous
+            action_buf, floats, event = staged
+            action_buf.numpy()[:] = action
+            floats.numpy()[0], floats.numpy()[1] = reward, discount
+            frames, action_t, floats_t = (x.to(device, non_blocking=True) for x in (frames, action_buf, floats))
+            event.record()
+            reward_t, discount_t = floats_t[0], floats_t[1]
+        else:
+            action_t, reward_t, discount_t = (torch.from_numpy(x).to(device) for x in (action, reward, discount))
+        frames = frames.view(b, s + n, *self.frame_shape)
+        next_start = np.full(b, n) if (k == n).all() else k
+        obs = frames[:, :s]
+        if (k == n).all():
+            nxt = frames[:, n:n + s]
+        else:
+            rows = torch.arange(b, device=device)[:, None]
+            nxt = frames[rows, torch.from_numpy(k[:, None] + np.arange(s)[None, :]).to(device)]
+        stacks = []
+        for start, stack in ((np.zeros(b, np.int64), obs), (next_start, nxt)):
+            keep = self._keep(envs, first_window, start)
+            if keep is not None:
+                stack = stack * torch.from_numpy(keep).to(device)[..., None, None, None].to(torch.uint8)
+            stacks.append(stack.reshape(b, s * self.frame_shape[0], *self.frame_shape[1:]))
+        return Batch(stacks[0], action_t, reward_t, discount_t, stacks[1])
 
-        def to(x: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(x)
-            return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
-
-        return Batch(to(obs), to(action), to(reward), to(discount), to(next_obs))
+    def sample_arrays(self, batch_size: int) -> tuple[np.ndarray, ...]:
+        """A host batch as numpy arrays: (obs, action, reward, discount, next_obs)."""
+        batch = self.sample(batch_size, "cpu")
+        return batch.obs.numpy(), batch.action.numpy(), batch.reward.numpy(), batch.discount.numpy(), \
+            batch.next_obs.numpy()
 
     # -- checkpointing -----------------------------------------------------------------------
+    ARRAYS = ("frames", "action", "reward", "terminal", "episode_end", "first", "acted", "written")
+
     def state_dict(self) -> dict:
-        arrays = ("frames", "action", "reward", "terminal", "episode_end", "first", "acted", "written")
-        state = {name: torch.from_numpy(getattr(self, name)) for name in arrays}
+        state = {name: torch.as_tensor(getattr(self, name)).cpu() for name in self.ARRAYS}
         state["rng"] = self.rng.bit_generator.state
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("frames", "action", "reward", "terminal", "episode_end", "first", "acted", "written"):
-            value = state[name].numpy()
-            if value.shape != getattr(self, name).shape:
-                raise ValueError(f"replay '{name}' has shape {value.shape}, expected {getattr(self, name).shape}")
-            setattr(self, name, value.copy())
+        for name in self.ARRAYS:
+            value = state[name]
+            if tuple(value.shape) != tuple(getattr(self, name).shape):
+                raise ValueError(f"replay '{name}' has shape {tuple(value.shape)}, "
+                                 f"expected {tuple(getattr(self, name).shape)}")
+            if name == "frames" and self.storage is not None:
+                self.frames.copy_(value)
+            else:
+                setattr(self, name, value.numpy().copy())
         self.rng.bit_generator.state = state["rng"]
 
     def memory_bytes(self) -> int:
-        return sum(a.nbytes for a in (self.frames, self.action, self.reward, self.terminal,
-                                      self.episode_end, self.first, self.acted))
+        """Bytes of frames (host or device) and metadata (host)."""
+        frames = self.frames.nbytes if self.storage is None else self.frames.numel()
+        return frames + sum(a.nbytes for a in (self.action, self.reward, self.terminal, self.episode_end,
+                                               self.first, self.acted))

@@ -157,7 +157,10 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
     num_iterations = loop.total_steps // batch   # an exact multiple: checked at load
     obs_buf = torch.zeros((horizon, n, *env.obs_shape), dtype=torch.uint8, device=device)
     action_buf = torch.zeros((horizon, n), dtype=torch.long, device=device)
-    logprob_buf, value_buf, reward_buf, done_buf = (torch.zeros((horizon, n), device=device) for _ in range(4))
+    logprob_buf, value_buf = (torch.zeros((horizon, n), device=device) for _ in range(2))
+    # rewards and ends stay on the host during the rollout and cross to the device once per rollout,
+    # so each step makes one host-to-device copy (the observation) and one back (the actions)
+    reward_host, done_host = np.zeros((horizon, n), np.float32), np.zeros((horizon, n), np.float32)
 
     def run_eval() -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -191,13 +194,13 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
                     with torch.no_grad():
                         _, final_value = net(torch.from_numpy(out.final_obs[truncated]).to(device))
                     reward[truncated] += algo.gamma * final_value.cpu().numpy()
-                reward_buf[t] = torch.from_numpy(reward).to(device)
-                done_buf[t] = torch.from_numpy((out.terminal | out.episode_end).astype(np.float32)).to(device)
+                reward_host[t], done_host[t] = reward, out.terminal | out.episode_end
                 run.episodes.record(out)
                 run.obs = out.obs
             with torch.no_grad():
                 _, last_value = net(torch.from_numpy(run.obs).to(device))
-            advantage, ret = gae(reward_buf, value_buf, done_buf, last_value, algo.gamma, algo.gae_lambda)
+            reward_done = torch.from_numpy(np.stack([reward_host, done_host])).to(device)
+            advantage, ret = gae(reward_done[0], value_buf, reward_done[1], last_value, algo.gamma, algo.gae_lambda)
             rollout = Rollout(obs_buf.flatten(0, 1), action_buf.flatten(), logprob_buf.flatten(), value_buf.flatten(),
                               advantage.flatten(), ret.flatten())
             net.train()

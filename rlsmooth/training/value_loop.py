@@ -113,7 +113,8 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume
     act_q = maybe_compile(agent.q_values, loop.compile, device)
     agent = agent._replace(loss=maybe_compile(agent.loss, loop.compile, device))
     replay = FrameReplay(algo.replay_capacity, n, (channels, *env.obs_shape[1:]), stack=env.obs_shape[0] // channels,
-                         n_step=algo.n_step, gamma=algo.gamma, seed=run.streams.sequence(seeding.REPLAY))
+                         n_step=algo.n_step, gamma=algo.gamma, seed=run.streams.sequence(seeding.REPLAY),
+                         storage=device if algo.replay_storage == "device" else None)
     stateful = {"net": net, "target": target, "optimizer": learner.optimizer}
     if loop.save_replay:
         stateful["replay"] = replay
