@@ -9,6 +9,7 @@ from rlsmooth.config import TrainConfig, parse_train_config
 from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.envs import check_game, make_vec_env
 from rlsmooth.pieces.networks import select_layers
+from rlsmooth.pieces.optim import rho_layer_names
 from rlsmooth.training.seeding import EVAL_CLI, SeedStreams
 
 # Host memory per environment: RSS growth per env when building and stepping 256 of them after a
@@ -29,8 +30,7 @@ def load_train_config(data: dict) -> TrainConfig:
     net = AGENTS[cfg.agent].build(cfg, obs_shape, env.num_actions)   # on the CPU, then dropped
     select_layers(net, cfg.spectral.layers, "spectral.layers")
     select_layers(net, cfg.spectral.track, "spectral.track")
-    if cfg.optim.rho_scaling != "none":
-        select_layers(net, cfg.optim.rho_layers, "optim.rho_layers")
+    rho_layer_names(net, cfg.optim)
     check_memory(cfg, obs_shape, frame_channels)
     return cfg
 

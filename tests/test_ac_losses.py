@@ -43,3 +43,21 @@ def test_value_loss_clipping():
     assert value_loss(new, ret).item() == pytest.approx(0.5 * 0.25)
     # clipped prediction 0.1 is further from the return: the max picks it
     assert value_loss(new, ret, old, clip=0.1).item() == pytest.approx(0.5 * 0.81)
+
+
+def test_vectorised_gae_matches_the_recursion():
+    """The loop-free GAE against the textbook backward recursion, with dones scattered through."""
+    torch.manual_seed(0)
+    steps, n, gamma, lam = 37, 5, 0.99, 0.95
+    rewards, values = torch.randn(steps, n, dtype=torch.float64), torch.randn(steps, n, dtype=torch.float64)
+    dones = (torch.rand(steps, n) < 0.1).to(torch.float64)
+    last = torch.randn(n, dtype=torch.float64)
+    adv, ret = gae(rewards, values, dones, last, gamma, lam)
+    expected = torch.zeros_like(rewards)
+    running, next_value = torch.zeros(n, dtype=torch.float64), last
+    for t in reversed(range(steps)):
+        delta = rewards[t] + gamma * next_value * (1 - dones[t]) - values[t]
+        running = delta + gamma * lam * (1 - dones[t]) * running
+        expected[t], next_value = running, values[t]
+    torch.testing.assert_close(adv, expected)
+    torch.testing.assert_close(ret, expected + values)

@@ -61,9 +61,15 @@ def test_no_import_cycles_between_modules():
 
 @pytest.mark.parametrize("module", module_names())
 def test_every_module_imports_on_its_own(module):
-    for name in [n for n in sys.modules if n.split(".")[0] in PACKAGES]:
+    saved = {n: m for n, m in sys.modules.items() if n.split(".")[0] in PACKAGES}
+    for name in saved:
         del sys.modules[name]
-    importlib.import_module(module)
+    try:
+        importlib.import_module(module)
+    finally:   # later tests keep the classes they imported (ConfigError ...)
+        for name in [n for n in sys.modules if n.split(".")[0] in PACKAGES]:
+            del sys.modules[name]
+        sys.modules.update(saved)
 
 
 def test_no_library_module_imports_the_script_and_run_py_is_a_shim():
@@ -94,8 +100,8 @@ def test_rho_scaling_is_compared_as_a_string_only_where_it_is_parsed():
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(r"rho_scaling\s*(==|!=|in)\s|mode\s*(==|in)\s*\(?[\"'](lr|grad|divout)", line):
                 hits.append(f"{path.relative_to(ROOT)}:{number}")
-    assert all(h.startswith(("rlsmooth/pieces/optim.py", "rlsmooth/validate.py", "rlsmooth/experiments/report.py"))
-               for h in hits), hits
+    # optim.py parses it; report.py reads it from other runs' saved config.yaml files
+    assert all(h.startswith(("rlsmooth/pieces/optim.py", "rlsmooth/experiments/report.py")) for h in hits), hits
 
 
 def test_the_repository_stands_alone():

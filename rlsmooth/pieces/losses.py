@@ -60,21 +60,25 @@ def categorical_loss(logits: torch.Tensor, action: torch.Tensor, target_probs: t
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor,
         gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation over a (T, N) rollout (Schulman et al. 2016).
+    """Generalised advantage estimation over a (T, N) rollout (Schulman et al. 2016), without a loop.
 
     ``dones[t]`` = 1 when the transition at t ends the bootstrap (terminal, or truncation whose
-    bootstrap value was already folded into ``rewards[t]``).  Returns (advantages, returns).
+    bootstrap value was already folded into ``rewards[t]``).  With
+    delta_t = r_t + gamma (1 - d_t) V_{t+1} - V_t, the recursion A_t = delta_t + gamma lam (1 - d_t) A_{t+1}
+    unrolls to A_t = sum_{j >= t} (gamma lam)^(j - t) [no done in t .. j-1] delta_j: one (T, T) weight
+    matrix per env, built from the cumulative count of dones.  Returns (advantages, returns).
     """
     steps = rewards.shape[0]
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(last_value)
-    next_value = last_value
-    for t in reversed(range(steps)):
-        not_done = 1.0 - dones[t]
-        delta = rewards[t] + gamma * next_value * not_done - values[t]
-        running = delta + gamma * lam * not_done * running
-        advantages[t] = running
-        next_value = values[t]
+    next_values = torch.cat([values[1:], last_value[None]], 0)
+    deltas = rewards + gamma * next_values * (1.0 - dones) - values
+    t = torch.arange(steps, device=rewards.device)
+    ahead = (t[None, :] - t[:, None]).to(rewards.dtype)                      # j - t
+    done_before = torch.cat([torch.zeros_like(dones[:1]), dones.cumsum(0)], 0)   # dones in [0, t)
+    # dones in [t, j) = done_before[j] - done_before[t]; weights vanish for j < t and across a done
+    crossed = done_before[None, :steps] - done_before[:steps, None]            # (T, T, N)
+    weights = torch.where((ahead[..., None] >= 0) & (crossed == 0), (gamma * lam) ** ahead.clamp_min(0)[..., None],
+                          torch.zeros((), dtype=rewards.dtype, device=rewards.device))
+    advantages = torch.einsum("tjn,jn->tn", weights, deltas)
     return advantages, advantages + values
 
 

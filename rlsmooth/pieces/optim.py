@@ -141,9 +141,14 @@ class SpectralSetup(NamedTuple):
     layers: dict[str, list[str]]          # resolved names: normalised, tracked, rho_layers
 
 
+def rho_layer_names(net: nn.Module, cfg: OptimConfig) -> list[str]:
+    """The resolved ``optim.rho_layers`` (none when rho scaling is off); ConfigError for a bad selector."""
+    return select_layers(net, cfg.rho_layers, "optim.rho_layers") if cfg.rho_scaling != "none" else []
+
+
 def apply_spectral_setup(net: nn.Module, cfg: TrainConfig, obs_shape: tuple) -> SpectralSetup:
     """Register SN / track-only estimators and the rho scaler (its output division attached) on ``net``."""
-    rho_layers = select_layers(net, cfg.optim.rho_layers, "optim.rho_layers") if cfg.optim.rho_scaling != "none" else []
+    rho_layers = rho_layer_names(net, cfg.optim)
     estimators = apply_spectral(net, cfg.spectral, obs_shape, extra_track=rho_layers)
     scaler = RhoScaler.from_config(cfg.optim, cfg.spectral.k, net, estimators, rho_layers)
     if scaler is not None:
