@@ -97,9 +97,11 @@ def cmd_compare(args) -> int:
 
 def cmd_bench(args) -> int:
     from rlsmooth.experiments.bench import run_bench
-    for name in ("num_envs", "steps", "repeats"):
+    for name in ("num_envs", "steps", "repeats", "threads"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    import torch
+    torch.set_num_threads(args.threads)
     run_bench(args)
     return 0
 
@@ -152,6 +154,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--spectral", default="auto",
                    help="also time the loop with SN on these layers (comma list; auto = the penultimate layer; none)")
     p.add_argument("--repeats", type=int, default=2, help="alternating repetitions of each loop measurement")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for every measurement (default 1: figures stay comparable on a busy machine)")
     p.add_argument("--compile", action="store_true",
                    help="also time the update compiled against eager (value agents; compiling takes a while)")
     p.add_argument("--json", help="also write the results to this JSON file")

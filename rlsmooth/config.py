@@ -495,7 +495,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where networks and updates run; ``auto`` picks CUDA when available."""
     threads: int = 0
-    """Torch intra-op threads: 0 = every core this process may use (a single run); sweeps give each
+    """Torch intra-op threads: 0 = OMP_NUM_THREADS if set, else every core this process may use; sweeps give each
     run ``cores / workers`` (one thread per run by default), since spinning threads of runs that
     share cores slow each other down many-fold."""
     env: EnvConfig = field(default_factory=EnvConfig)

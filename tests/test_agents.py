@@ -132,7 +132,8 @@ def test_thread_choice(chain_config, tmp_path):
     """A single run uses every core it may use; `threads` overrides; sweeps give each run cores / workers."""
     import yaml
     from rlsmooth.training.rundir import available_cores
-    for threads, expected in ((0, available_cores()), (1, 1)):
+    import os
+    for threads, expected in ((0, int(os.environ.get("OMP_NUM_THREADS") or available_cores())), (1, 1)):
         out = tmp_path / f"t{threads}"
         run_cli("train", chain_config(steps=200), f"threads={threads}", "--out", out, check=True)
         meta = yaml.safe_load((out / "config.yaml").read_text())["meta"]

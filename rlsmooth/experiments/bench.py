@@ -45,6 +45,7 @@ def bench_config(agent: str, suite: str, game: str, num_envs: int, device: str, 
     data = load_yaml(CONFIGS / base)
     data["env"].update({"suite": suite, "game": game, "num_envs": num_envs, "eval_num_envs": 1})
     data["device"] = device
+    data["threads"] = torch.get_num_threads()   # the bench process's own (pinned) thread count
     if spectral == "auto":   # the penultimate layer: fc, or the shared torso's fc for actor-critic
         spectral = "fc" if is_value(agent) else "torso.fc"
     data["spectral"] = {"layers": [] if spectral == "none" else [s for s in spectral.split(",") if s],

@@ -170,8 +170,10 @@ def available_cores() -> int:
 
 
 def set_threads(threads: int) -> int:
-    """Torch intra-op threads: ``threads``, or every available core for 0; returns the number set."""
-    count = threads or available_cores()
+    """Torch intra-op threads: ``threads``; for 0, OMP_NUM_THREADS when it is set, else every available
+    core.  Returns the number set."""
+    pinned = os.environ.get("OMP_NUM_THREADS", "")
+    count = threads or (int(pinned) if pinned.isdigit() and int(pinned) > 0 else available_cores())
     torch.set_num_threads(count)
     return count
 
