@@ -30,7 +30,7 @@ def print_result(summary: dict, run_dir: Path, eval_steps: int) -> None:
 def cmd_train(args) -> int:
     from agents import AGENTS
     from rlsmooth.config import apply_overrides, load_yaml
-    from rlsmooth.training.rundir import (CHECKPOINT, CONFIG_FILE, LOCK_FILE, default_run_dir, lock_existing,
+    from rlsmooth.training.rundir import (CHECKPOINT, CONFIG_FILE, default_run_dir, lock_existing,
                                           prepare_new, read_config, read_summary, resolve_device)
     from rlsmooth.validate import load_train_config
 

@@ -292,14 +292,19 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
     complete = [g for g in games if all(any(r.game == g and r.variant == v for r in runs) for v in variants)]
     result = {"table": table, "aggregates": {}, "improvement": {}}
     if complete and baseline in variants:
-        poi = improvement_probabilities(score_matrices(runs, complete, variants, normalise=False), baseline, reps)
+        matrices = score_matrices(runs, complete, variants, normalise=False)
+        seeds = min(len(m) for m in matrices.values())
+        poi = improvement_probabilities(matrices, baseline, reps)
+        if seeds < 2:   # resampling one seed gives back the point: no interval exists
+            poi = {v: (p, math.nan, math.nan) for v, (p, _, _) in poi.items()}
         result["improvement"] = poi
         if poi:
             lines += [f"## Probability of improvement over `{baseline}`", "",
                       f"P(X > Y) of final scores, averaged over {len(complete)} game(s) "
-                      "(Agarwal et al. 2021); stratified-bootstrap 95% CI.", "",
+                      f"(Agarwal et al. 2021); stratified-bootstrap 95% CI over {seeds} seed(s) per cell"
+                      + (" (one seed: no interval)" if seeds < 2 else "") + ".", "",
                       "| variant | P(improves) | 95% CI |", "|---|---|---|"]
-            lines += [f"| {v} | {p:.2f} | [{lo:.2f}, {hi:.2f}] |" for v, (p, lo, hi) in poi.items()] + [""]
+            lines += [f"| {v} | {p:.2f} | [{_fmt(lo)}, {_fmt(hi)}] |" for v, (p, lo, hi) in poi.items()] + [""]
     atari = [g for g in complete if g in REFERENCE_SCORES and all(r.suite == "atari" for r in runs if r.game == g)]
     if atari:
         agg = aggregates(score_matrices(runs, atari, variants, normalise=True), reps)
