@@ -157,7 +157,7 @@ class FrameReplay:
             return self.frames.view(-1, *self.frame_shape).index_select(0, index).to(device), None
         flat = self.frames.reshape(-1, *self.frame_shape)
         if device.type != "cuda":
-            return torch.from_numpy(np.take(flat, flat_index, axis=0)), None
+            return torch.from_numpy(np.take(flat, flat_index, axis=0, mode="clip")), None
         if not self._staging or self._staging[0][0].shape != shape:
             self._staging = [(torch.empty(shape, dtype=torch.uint8, pin_memory=True),
                               torch.empty(b, dtype=torch.int64, pin_memory=True),
@@ -166,7 +166,7 @@ class FrameReplay:
         frames, action, floats, event = self._staging[self._turn]
         self._turn = 1 - self._turn
         event.synchronize()          # the copy that last used this buffer has finished
-        np.take(flat, flat_index, axis=0, out=frames.numpy())
+        np.take(flat, flat_index, axis=0, out=frames.numpy(), mode="clip")   # "clip": written in place, unbuffered
         return frames, (action, floats, event)
 
     def sample(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:

@@ -33,8 +33,8 @@ def load(path: str | Path, required: tuple[str, ...] = ("step",)) -> dict:
         raise ConfigError(f"{path} is not an rlsmooth checkpoint (not a mapping)")
     missing = [key for key in required if key not in state]
     if missing:
-        raise ConfigError(f"checkpoint {path} lacks {', '.join(repr(k) for k in missing)}; "
-                          f"it was not written by this run's agent")
+        raise ConfigError(f"checkpoint {path} lacks {', '.join(repr(k) for k in missing)}: it was written by "
+                          f"another agent or another version of rlsmooth")
     return state
 
 
