@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 from rlsmooth.errors import ConfigError, UserError, one_line, os_error_line
@@ -163,7 +164,15 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _quiet_thread_os_errors(hook_args) -> None:
+    """An OS error in a helper thread (TensorBoard's event writer when the run directory is gone or
+    full) is raised again in the main thread, which prints it as one line: no thread traceback."""
+    if not issubclass(hook_args.exc_type, OSError):
+        threading.__excepthook__(hook_args)
+
+
 def main(argv: list[str] | None = None) -> int:
+    threading.excepthook = _quiet_thread_os_errors
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -1,6 +1,7 @@
 """Errors the user can act on: the CLI prints them as one readable line and exits with status 2."""
 from __future__ import annotations
 
+import os
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
@@ -20,6 +21,6 @@ def one_line(text: str) -> str:
 
 
 def os_error_line(exc: OSError) -> str:
-    """'cannot write PATH: No space left on device' style text for an OS error."""
-    where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-    return f"{where.strip() or 'file system'}: {exc.strerror or exc}"
+    """'PATH: No space left on device' for an OS error (a bytes path decoded)."""
+    where = os.fsdecode(exc.filename) if getattr(exc, "filename", None) else "file system"
+    return f"{where}: {exc.strerror or exc}"

@@ -291,3 +291,16 @@ def test_repeated_sigkills_give_the_uninterrupted_run(chain_config, tmp_path):
     assert metrics(killed) == metrics(full)
     assert json.loads((killed / "summary.json").read_text()) == json.loads((full / "summary.json").read_text())
     assert not list(killed.rglob("*.tmp"))
+
+
+def test_run_directory_removed_under_a_running_process(chain_config, tmp_path):
+    import shutil
+    out = tmp_path / "run"
+    proc = start(chain_config(steps=500_000), out, "loop.checkpoint_every=100")
+    wait_for(out / "checkpoints" / "latest.pt", proc)
+    shutil.rmtree(out)
+    proc.wait(timeout=120)
+    err = proc.stderr.read()
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert proc.returncode == 2 and len(lines) == 1 and "No such file or directory" in lines[0], err
+    assert "Traceback" not in err and not out.exists()

@@ -14,9 +14,9 @@ from rlsmooth.files import atomic_write
 def save_atomic(state: dict, path: str | Path) -> None:
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(exist_ok=True)   # not its parents: a run directory that is gone stays gone
     except OSError as exc:
-        raise ConfigError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
     atomic_write(path, lambda f: torch.save(state, f))
 
 
