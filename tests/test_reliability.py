@@ -252,7 +252,9 @@ def test_ctrl_c_off_the_log_grid_then_resume_matches(chain_config, tmp_path):
     assert metrics(out) == metrics(full), f"interrupted at step {step}"
 
 
-def test_disk_full_during_a_checkpoint_keeps_the_previous_one(chain_config, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EIO])
+def test_failed_checkpoint_write_keeps_the_previous_one(code, chain_config, tmp_path, monkeypatch, capsys):
+    """Disk full, file system turned read-only, I/O error: injected at the checkpoint writer."""
     from rlsmooth import cli
     from rlsmooth.training import checkpoint as ckpt_module
     out = tmp_path / "run"
@@ -263,15 +265,15 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(chain_config, tmp_
         calls["n"] += 1
         if calls["n"] == 2:   # the second checkpoint: write part of it, then the disk is full
             f.write(b"partial")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(code, os.strerror(code))
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(ckpt_module.torch, "save", full_disk_save)
-    code = cli.main(["train", str(chain_config(steps=600)), "loop.checkpoint_every=200", "--out", str(out)])
+    status = cli.main(["train", str(chain_config(steps=600)), "loop.checkpoint_every=200", "--out", str(out)])
     err = capsys.readouterr().err
-    assert code == 2
+    assert status == 2
     lines = [line for line in err.splitlines() if line.startswith("error")]
-    assert len(lines) == 1 and "No space left on device" in lines[0] and "latest.pt" in lines[0]
+    assert len(lines) == 1 and os.strerror(code) in lines[0] and "latest.pt" in lines[0]
     assert torch.load(out / "checkpoints" / "latest.pt", weights_only=True)["step"] == 200
     assert not list(out.rglob("*.tmp"))
     monkeypatch.setattr(ckpt_module.torch, "save", real_save)
