@@ -6,7 +6,8 @@ Algorithm box
   update  every 1 / replay_ratio agent steps: sample a batch, minimise the TD loss
           l(Q(s, a), R + gamma^k max_a' Q_target(s', a')), copy the target every
           ``target_update_every`` agent steps
-  loop    rlsmooth.training.value_loop (shared with C51): logging, evaluation, checkpoints
+  loop    rlsmooth.training.value_loop (shared with C51) on rlsmooth.training.skeleton (logging,
+          evaluation, checkpoints)
 """
 from __future__ import annotations
 
