@@ -34,7 +34,7 @@ from pathlib import Path
 
 from rlsmooth.config import ConfigError, apply_overrides, load_yaml, parse_yaml, read_text
 from rlsmooth.files import atomic_write_text
-from rlsmooth.training.rundir import CHECKPOINT, SUMMARY_FILE
+from rlsmooth.training.rundir import CHECKPOINT, SUMMARY_FILE, available_cores
 from rlsmooth.validate import load_train_config
 
 CELL_FILE = "sweep_cell.json"
@@ -173,7 +173,8 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: b
         print(f"{len(sweep.cells)} cells, {len(todo)} to run")
         return sweep.cells
     sweep.out.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if backend == "local" else int(sweep.resources.get("num_cpus", 1))
+    threads = (max(1, available_cores() // max(1, workers)) if backend == "local"
+               else int(sweep.resources.get("num_cpus", 1)))
     jobs = [(cell_command(c, sweep.base, threads), str(c.log), str(c.run_dir / CELL_FILE), str(c.run_dir), c.axes, threads)
             for c in todo]
     if backend == "ray":
