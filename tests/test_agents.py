@@ -165,6 +165,7 @@ def test_acting_skips_the_forward_pass_when_every_env_explores():
     assert mixed.tolist() == reference.tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agent", ["dqn", "a2c"])
 def test_bench_reports_side_by_side_figures(agent, tmp_path):
     pytest.importorskip("minatar")

@@ -189,6 +189,7 @@ def test_compare_with_no_runs_is_one_line_error(tmp_path):
     assert proc.returncode == 2 and "no usable runs" in proc.stderr
 
 
+@pytest.mark.slow
 def test_gpu_ablation_script_runs_within_its_budget_on_cpu(tmp_path, chain_config):
     """bench/minatar_ablation_gpu.sh with a tiny budget: cells run, stop on time, resume, and a report follows."""
     import os
