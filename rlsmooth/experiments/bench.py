@@ -130,7 +130,6 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
             replay.sample(cfg.algo.batch_size, device)
             _sync(device)
         results[f"replay_samples_per_s_{storage}"] = _rate(sample, seconds)
-    results["replay_samples_per_s"] = results["replay_samples_per_s_host"]
     batch = replays["host"].sample(cfg.algo.batch_size, device)
 
     def update():
@@ -243,7 +242,7 @@ def run_bench(args) -> dict:
               + (f" (SN slowdown {100 * entry['sn_slowdown']:.1f}%)" if "sn_slowdown" in entry else ""))
         line = f"        env {entry['env_steps_per_s']:.0f} steps/s | act {entry['act_steps_per_s']:.0f} steps/s"
         if is_value(agent):
-            line += (f" | sample {entry['replay_samples_per_s']:.0f} batches/s | update {entry['updates_per_s']:.0f}/s "
+            line += (f" | sample {entry['replay_samples_per_s_host']:.0f} batches/s | update {entry['updates_per_s']:.0f}/s "
                      f"(bounds the loop at {entry['update_bound_steps_per_s']:.0f} steps/s)")
         print(line)
         if is_value(agent):

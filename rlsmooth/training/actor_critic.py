@@ -137,7 +137,7 @@ def make_policy(net: ActorCritic, device: torch.device, greedy: bool, generator:
 def load_policy(cfg: TrainConfig, state: dict, env, device: torch.device, greedy: bool = False):
     """Policy of a saved actor-critic run, for ``rlsmooth eval``."""
     learner = build_learner(cfg, env.obs_shape, env.num_actions, device, message=lambda m: None)
-    restore(learner.net, state, "net", Path("checkpoint"))
+    restore(learner.net, state, "net")
     generator = torch.Generator().manual_seed(SeedStreams(cfg.seed).torch_seed(seeding.EVAL_CLI))
     return make_policy(learner.net, device, greedy or cfg.algo.eval_policy == "greedy", generator)
 

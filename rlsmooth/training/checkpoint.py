@@ -38,12 +38,12 @@ def load(path: str | Path, required: tuple[str, ...] = ("step",)) -> dict:
     return state
 
 
-def restore(target, state: dict, key: str, path: Path) -> None:
-    """``target.load_state_dict(state[key])``, turning a mismatch into one ConfigError line."""
+def restore(target, state: dict, key: str, source: str = "the run's checkpoint") -> None:
+    """``target.load_state_dict(state[key])``, turning a mismatch into one ConfigError line naming ``source``."""
     try:
         target.load_state_dict(state[key])
     except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
-        raise ConfigError(f"checkpoint {path}: '{key}' does not match this run's config: "
+        raise ConfigError(f"{source}: '{key}' does not match this run's config: "
                           f"{type(exc).__name__}: {one_line(exc)}") from None
 
 

@@ -150,13 +150,13 @@ class RunSkeleton:
         only if the checkpoint has them), or write the run's config and provenance; open the logger."""
         self.stateful, self.estimators = stateful, estimators
         self.counters.update(counters or {})
-        path = self.run_dir / CHECKPOINT
+        source = f"checkpoint {self.run_dir / CHECKPOINT}"
         if self.state:
             for name, target in stateful.items():
                 if name in self.state or name not in optional:
-                    ckpt.restore(target, self.state, name, path)
-            ckpt.restore(self.episodes, self.state["run"], "episodes", path)
-            ckpt.restore(self.window, self.state["run"], "window", path)
+                    ckpt.restore(target, self.state, name, source)
+            ckpt.restore(self.episodes, self.state["run"], "episodes", source)
+            ckpt.restore(self.window, self.state["run"], "window", source)
             self.counters.update(self.state["counters"])
             self.last_eval = dict(self.state["run"].get("last_eval", {}))
             ckpt.set_rng_state(self.state["rng"], self.rng)

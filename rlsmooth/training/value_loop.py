@@ -98,7 +98,7 @@ def load_value_policy(cfg: TrainConfig, agent: ValueAgent, state: dict, env, dev
     """Epsilon-greedy policy (``loop.eval_epsilon``; 0 if ``greedy``) of a saved value-based run."""
     from rlsmooth.training.checkpoint import restore
     learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
-    restore(learner.net, state, "net", Path("checkpoint"))
+    restore(learner.net, state, "net")
     return make_policy(learner.net, agent, device, env.num_actions, 0.0 if greedy else cfg.loop.eval_epsilon,
                        SeedStreams(cfg.seed).generator(seeding.EVAL_CLI))
 
