@@ -42,7 +42,7 @@ def cmd_train(args) -> int:
         cfg = load_train_config(read_config(run_dir))
         lock = lock_existing(run_dir)
         done = read_summary(run_dir)
-        if done is not None and done.get("step", 0) >= cfg.loop.total_steps:
+        if done is not None and (done.get("step", 0) >= cfg.loop.total_steps or "stopped_at_return" in done):
             lock.release()
             print(f"{run_dir} finished at step {int(done['step'])}; nothing to resume (its summary is kept)")
             print_result(done, run_dir, cfg.loop.eval_steps)

@@ -159,6 +159,9 @@ class LoopConfig:
     """If > 0, an evaluation phase instead runs until this many episodes finished (capped at 100x eval_steps)."""
     eval_epsilon: float = 0.001
     """Exploration rate during evaluation (value-based agents)."""
+    stop_return: Union[float, None] = None
+    """Stop training once an evaluation's mean return exceeds this (raw game score), as
+    Stable-Baselines3's StopTrainingOnRewardThreshold does; ``null`` = train for ``total_steps``."""
     log_every: int = 1_000
     """Training metrics interval in agent steps."""
     checkpoint_every: int = 50_000
@@ -218,6 +221,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{key}: expected one of {_type_name(tp)}, got {value!r}")
         return value
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: expected null, got {value!r}")
+        return None
     if origin in (Union, types.UnionType):
         for arg in typing.get_args(tp):
             try:

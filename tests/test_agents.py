@@ -178,3 +178,20 @@ def test_bench_reports_side_by_side_figures(agent, tmp_path):
     if agent == "dqn":
         assert entry["replay_samples_per_s_host"] > 0 and entry["replay_samples_per_s_device"] > 0
         assert "from host memory" in proc.stdout
+
+
+def test_stop_return_ends_training_at_the_first_evaluation_past_it(chain_config, tmp_path):
+    extra = "loss: mse"
+    cfg = chain_config("dqn", steps=4000, num_envs=2, extra=extra)
+    out = tmp_path / "run"
+    run_cli("train", cfg, "loop.eval_every=400", "loop.stop_return=0.5", "--out", out, check=True)
+    evals = metrics(out, "eval/episode_return")
+    returns = [r["eval/episode_return"] for r in evals]
+    # every evaluation but the last stayed at or below the threshold; the last passed it
+    assert returns[-1] > 0.5 and all(r <= 0.5 for r in returns[:-1])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_at_return"] == 0.5 and summary["step"] == evals[-1]["step"] < 4000
+    # the run counts as finished: resuming it changes nothing
+    before = (out / "metrics.jsonl").read_text()
+    proc = run_cli("train", "--resume", out, check=True)
+    assert "nothing to resume" in proc.stdout and (out / "metrics.jsonl").read_text() == before

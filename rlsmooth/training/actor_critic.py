@@ -175,7 +175,7 @@ def train_actor_critic(cfg: TrainConfig, run_dir: Path, update: UpdateFn, resume
         return metrics
 
     with run.guard() as stop:
-        while run.step < loop.total_steps:
+        while run.running():
             iteration = run.counters["iteration"]
             set_base_lr(optimizer, cfg.optim.lr * (1.0 - iteration / num_iterations if algo.anneal_lr else 1.0))
             net.eval()   # rollouts neither track gradients nor advance power iteration

@@ -133,7 +133,8 @@ class RunSkeleton:
                                      training=False)
         loop = cfg.loop
         self.counters = {"step": 0, "next_log": loop.log_every, "next_eval": loop.eval_every or total_steps,
-                         "next_checkpoint": loop.checkpoint_every or total_steps, "next_sigma": cfg.spectral.log_every}
+                         "next_checkpoint": loop.checkpoint_every or total_steps, "next_sigma": cfg.spectral.log_every,
+                         "reached_stop_return": 0}
         self.episodes = EpisodeStats(n)
         self.window = MeanWindow(self.device)
         self.last_eval: dict[str, float] = {}
@@ -143,6 +144,10 @@ class RunSkeleton:
     @property
     def step(self) -> int:
         return self.counters["step"]
+
+    def running(self) -> bool:
+        """True while the budget lasts and no evaluation has passed ``loop.stop_return``."""
+        return self.step < self.total_steps and not self.counters["reached_stop_return"]
 
     def begin(self, stateful: dict, layers: dict, estimators: dict, counters: dict | None = None,
               messages: list[str] = (), optional: tuple[str, ...] = ()) -> None:
@@ -212,10 +217,17 @@ class RunSkeleton:
         """Evaluate and checkpoint when due, then honour a Ctrl-C.  The checkpoint comes last, so
         everything logged at this step is covered by it."""
         step, loop = self.step, self.cfg.loop
+        reached = False
         if due(self.counters, "next_eval", step, loop.eval_every, final):
             self.last_eval = run_eval()
             self.logger.write(step, self.last_eval)
-        if due(self.counters, "next_checkpoint", step, loop.checkpoint_every, final):
+            reached = (loop.stop_return is not None
+                       and self.last_eval.get("eval/episode_return", -float("inf")) > loop.stop_return)
+        if reached:
+            self.counters["reached_stop_return"] = 1
+            self.logger.message(f"evaluation return {self.last_eval['eval/episode_return']:.2f} > "
+                                f"loop.stop_return {loop.stop_return:g} at step {step}: training stops here")
+        if due(self.counters, "next_checkpoint", step, loop.checkpoint_every, final) or reached:
             self.checkpoint()
         if stop.requested:
             self.checkpoint()
@@ -234,5 +246,7 @@ class RunSkeleton:
         self.env.close()
         self.eval_env.close()
         summary = {"step": self.step, **(extra or {}), **self.last_eval}
+        if self.counters["reached_stop_return"]:
+            summary["stopped_at_return"] = self.cfg.loop.stop_return
         write_summary(self.run_dir, summary)
         return summary

@@ -135,7 +135,7 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path, agent: ValueAgent, resume
                 **diagnostics(net, agent.q_values, result.states, device)}
 
     with run.guard() as stop:
-        while run.step < loop.total_steps:
+        while run.running():
             step = run.step
             epsilon = linear_epsilon(step, algo.epsilon_start, algo.epsilon_end, algo.epsilon_decay_steps,
                                      algo.learning_starts)
