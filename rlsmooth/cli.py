@@ -29,11 +29,12 @@ def print_result(summary: dict, run_dir: Path, eval_steps: int) -> None:
 
 
 def cmd_train(args) -> int:
-    from agents import AGENTS
-    from rlsmooth.config import apply_overrides, load_yaml
+    from rlsmooth.agents import AGENTS
+    from rlsmooth.config.yaml_files import apply_overrides, load_yaml
+    from rlsmooth.agents.preflight import load_train_config
     from rlsmooth.training.rundir import (CHECKPOINT, CONFIG_FILE, default_run_dir, lock_existing,
-                                          prepare_new, read_config, read_summary, resolve_device)
-    from rlsmooth.validate import load_train_config
+                                          prepare_new, read_config, read_summary)
+    from rlsmooth.training.runtime import resolve_device
 
     if args.resume:
         if args.config or args.overrides or args.out:
@@ -74,7 +75,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from rlsmooth.training.evaluate_run import evaluate_run
+    from rlsmooth.experiments.evaluate_run import evaluate_run
     print(evaluate_run(Path(args.run_dir), args.episodes, args.device, args.greedy))
     return 0
 
@@ -97,7 +98,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from rlsmooth.agents import AGENTS
     from rlsmooth.experiments.bench import run_bench
+    if args.agent not in ("all", *AGENTS):
+        raise ConfigError(f"--agent {args.agent}: unknown agent (valid: all, {', '.join(AGENTS)})")
     for name in ("num_envs", "steps", "repeats", "threads"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
@@ -108,7 +112,6 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> ArgumentParser:
-    from agents import AGENTS
     parser = ArgumentParser(prog="rlsmooth", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
@@ -146,7 +149,7 @@ def build_parser() -> ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("bench", help="agent steps/s of the loops and their parts")
-    p.add_argument("--agent", default="all", choices=["all", *AGENTS])
+    p.add_argument("--agent", default="all", help="an agent of the agent table, or all (default: all)")
     p.add_argument("--suite", default="atari", choices=["atari", "minatar", "test"])
     p.add_argument("--game", default=None)
     p.add_argument("--num-envs", type=int, default=8)

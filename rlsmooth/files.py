@@ -1,4 +1,5 @@
-"""Atomic file writes (unique temp file, fsync, rename, fsync of the directory) and their clean-up."""
+"""Reading and writing files: UTF-8 text reads that fail in one line, and atomic writes (unique temp
+file, fsync, rename, fsync of the directory) with their clean-up."""
 from __future__ import annotations
 
 import os
@@ -6,9 +7,24 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from rlsmooth.errors import UserError, one_line
+from rlsmooth.errors import ConfigError, UserError, one_line
 
 TEMP_SUFFIX = ".tmp"
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file's contents; a missing, unreadable or undecodable file raises ConfigError."""
+    path = Path(path)
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:

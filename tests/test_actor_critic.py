@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from conftest import run_cli
-from rlsmooth.training.actor_critic import build_learner, heads_downstream
-from rlsmooth.config import parse_train_config
-from rlsmooth.training.rundir import resolve_device
+from rlsmooth.agents.ppo import build_actor_critic_learner as build_learner
+from rlsmooth.pieces.networks import heads_downstream
+from rlsmooth.config.sections import parse_train_config
+from rlsmooth.training.runtime import resolve_device
 
 AC_CHAIN = """
 agent: {agent}
@@ -56,8 +57,8 @@ def test_actor_critic_improves_on_chain(agent, extra, tmp_path):
 
 
 def test_sn_on_critic_layers_leaves_actor_layers_alone(tmp_path):
-    from agents import algo_classes
-    from rlsmooth.config import load_yaml
+    from rlsmooth.agents import algo_classes
+    from rlsmooth.config.yaml_files import load_yaml
     data = load_yaml(write(tmp_path))
     data["algo"]["separate_critic"] = True
     data["spectral"] = {"layers": ["critic.fc"]}

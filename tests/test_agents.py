@@ -131,7 +131,7 @@ def test_other_agents_run_on_minatar(config, steps, tmp_path):
 def test_thread_choice(chain_config, tmp_path):
     """A single run uses every core it may use; `threads` overrides; sweeps give each run cores / workers."""
     import yaml
-    from rlsmooth.training.rundir import available_cores
+    from rlsmooth.training.runtime import available_cores
     import os
     for threads, expected in ((0, int(os.environ.get("OMP_NUM_THREADS") or available_cores())), (1, 1)):
         out = tmp_path / f"t{threads}"
@@ -146,7 +146,7 @@ def test_thread_choice(chain_config, tmp_path):
 def test_acting_skips_the_forward_pass_when_every_env_explores():
     import numpy as np
     import torch
-    from rlsmooth.training.value_loop import epsilon_greedy
+    from rlsmooth.agents.dqn import epsilon_greedy
     calls = []
 
     def q_values():

@@ -2,7 +2,9 @@
 import pytest
 
 from conftest import run_cli
-from rlsmooth.config import ConfigError, apply_overrides, parse_train_config
+from rlsmooth.config.sections import parse_train_config
+from rlsmooth.config.yaml_files import apply_overrides
+from rlsmooth.errors import ConfigError
 
 
 def assert_one_line_error(proc, *needles):
@@ -72,7 +74,7 @@ def test_existing_run_directory_is_never_overwritten(chain_config, tmp_path):
 
 def test_overrides_and_typed_parsing():
     data = apply_overrides({"agent": "dqn"}, ["optim.lr=1e-5", "env.num_envs=4", "spectral.layers=[-2, conv1]"])
-    from agents import algo_classes
+    from rlsmooth.agents import algo_classes
     cfg = parse_train_config(data, algo_classes())
     assert cfg.optim.lr == 1e-5 and cfg.env.num_envs == 4 and cfg.spectral.layers == [-2, "conv1"]
     with pytest.raises(ConfigError, match="not of the form"):

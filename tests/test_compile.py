@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from conftest import ROOT
-from rlsmooth.config import apply_overrides, load_yaml
+from rlsmooth.config.yaml_files import apply_overrides, load_yaml
 from rlsmooth.pieces.replay import Batch
 from rlsmooth.training.skeleton import maybe_compile
-from rlsmooth.validate import load_train_config
+from rlsmooth.agents.preflight import load_train_config
 
 pytestmark = pytest.mark.slow   # each case compiles for 5-20 s on a 2-core CPU: run with pytest -m slow
 
@@ -29,16 +29,16 @@ def batches(count, seed=1):
     ("minatar_c51.yaml", ["spectral.layers=[fc]", "spectral.only_shrink=true"]),
 ])
 def test_compiled_value_update_matches_eager_over_50_updates(name, overrides):
-    from agents import AGENTS
-    from rlsmooth.training.value_loop import build_learner, update_step
+    from rlsmooth.agents import AGENTS
+    from rlsmooth.agents.dqn import build_q_learner, update_step
     cfg = config(name, *overrides)
     losses, params = {}, {}
     for compiled in (False, True):
         torch.manual_seed(0)
-        agent = AGENTS[cfg.agent].value_agent(cfg)
-        learner = build_learner(cfg, agent, (4, 10, 10), 6, torch.device("cpu"))
+        agent = AGENTS[cfg.agent].value_head(cfg)
+        learner = build_q_learner(cfg, agent, (4, 10, 10), 6, torch.device("cpu"))
         agent = agent._replace(loss=maybe_compile(agent.loss, compiled, torch.device("cpu")))
-        losses[compiled] = torch.stack([update_step(learner, agent, b, 0.0)[0] for b in batches(50)])
+        losses[compiled] = torch.stack([update_step(learner, agent, b, 0.0)["train/loss"] for b in batches(50)])
         q = maybe_compile(agent.q_values, compiled, torch.device("cpu"))
         with torch.no_grad():
             params[compiled] = q(learner.net, batches(1, seed=9)[0].obs)
@@ -47,8 +47,8 @@ def test_compiled_value_update_matches_eager_over_50_updates(name, overrides):
 
 
 def test_compiled_ppo_update_matches_eager():
-    from agents import ppo
-    from rlsmooth.training.actor_critic import Rollout, build_learner
+    from rlsmooth.agents import ppo
+    from rlsmooth.agents.ppo import Rollout, build_actor_critic_learner as build_learner
     cfg = config("minatar_ppo.yaml", "env.num_envs=4", "algo.num_steps=32", "loop.total_steps=1024",
                  "algo.update_epochs=13", "spectral.layers=[torso.fc]")   # 13 epochs x 4 minibatches = 52 updates
     g = torch.Generator().manual_seed(0)

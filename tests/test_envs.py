@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from rlsmooth.training import seeding
-from rlsmooth.config import ConfigError, EnvConfig
+from rlsmooth.pieces import seeding
+from rlsmooth.config.sections import EnvConfig
+from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.envs import check_game, make_vec_env
-from rlsmooth.training.seeding import EVAL_ENV, TRAIN_ENV, SeedStreams, ale_seed
+from rlsmooth.pieces.seeding import EVAL_ENV, TRAIN_ENV, SeedStreams, ale_seed
 
 
 def all_env_seeds(seed, n):

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT, run_cli
-from rlsmooth.config import ConfigError, NetworkConfig, apply_overrides, load_yaml
+from rlsmooth.config.sections import NetworkConfig
+from rlsmooth.config.yaml_files import apply_overrides, load_yaml
+from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.networks import build_q_network, named_layers, select_layers
 
 CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "sweeps" not in p.parts)
@@ -13,7 +15,7 @@ SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
 
 
 def load(data):
-    from rlsmooth.validate import load_train_config
+    from rlsmooth.agents.preflight import load_train_config
     return load_train_config(data)
 
 
@@ -93,7 +95,7 @@ def test_actor_critic_runs_exactly_total_steps(tmp_path):
 
 def test_a2c_loss_matches_stable_baselines3_form():
     """SB3's A2C: policy_loss + ent_coef * (-entropy) + vf_coef * F.mse_loss(returns, values)."""
-    from agents.a2c import a2c_loss
+    from rlsmooth.pieces.policy_losses import a2c_loss
     torch.manual_seed(0)
     logits = torch.randn(6, 4, requires_grad=True)
     values = torch.randn(6, requires_grad=True)

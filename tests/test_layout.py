@@ -82,7 +82,7 @@ def test_no_library_module_imports_the_script_and_run_py_is_a_shim():
 
 
 def test_one_agent_table_read_by_every_command():
-    from agents import AGENTS
+    from rlsmooth.agents import AGENTS
     assert set(AGENTS) == {"dqn", "c51", "ppo", "a2c"}
     for name, agent in AGENTS.items():
         assert agent.FAMILY in ("value", "actor_critic") and callable(agent.build) and callable(agent.train)

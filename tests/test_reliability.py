@@ -158,9 +158,9 @@ def test_huge_allocations_are_refused_with_their_figure(tmp_path):
 
 
 def test_memory_estimate_against_the_replay_arrays():
-    from rlsmooth.config import apply_overrides, load_yaml
+    from rlsmooth.config.yaml_files import apply_overrides, load_yaml
     from rlsmooth.pieces.replay import FrameReplay
-    from rlsmooth.validate import ENV_BYTES, estimate_memory, load_train_config
+    from rlsmooth.agents.preflight import ENV_BYTES, estimate_memory, load_train_config
     cfg = load_train_config(apply_overrides(load_yaml(ROOT / "configs" / "minatar_dqn.yaml"),
                                             ["algo.replay_capacity=20000"]))
     replay = FrameReplay(20000, 1, (4, 10, 10), stack=1)

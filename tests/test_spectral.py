@@ -8,7 +8,8 @@ from torch import nn
 
 from conftest import run_cli
 from rlsmooth.training import checkpoint as ckpt
-from rlsmooth.config import ConfigError, NetworkConfig, OptimConfig, SpectralConfig
+from rlsmooth.config.sections import NetworkConfig, OptimConfig, SpectralConfig
+from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.networks import build_q_network, select_layers
 from rlsmooth.pieces.optim import RhoScaler, build_optimizer
 from rlsmooth.pieces.spectral import apply_spectral, raw_weight
@@ -185,25 +186,45 @@ def test_lr_scaling_groups_exactly_the_selected_layer():
     assert groups["base"]["lr"] == 1e-3
 
 
-@pytest.mark.parametrize("only_shrink, k", [(True, 1.0), (True, 4.0), (False, 2.0)])
+@pytest.mark.parametrize("only_shrink, k", [(True, 1.0), (True, 4.0), (True, 0.5), (False, 2.0)])
 def test_clamped_and_unclamped_rho(only_shrink, k):
     """The paper's code: lr / max(1, rho) and grad / max(rho / k, 1); unclamped: rho / k for both."""
     net, opt, scaler, est = make_pair("lr+grad", lr=1e-3, only_shrink=only_shrink, k=k)
     sigma = float(torch.linalg.matrix_norm(raw_weight(net.fc).detach(), 2))
     assert est["fc"].sigma.item() == pytest.approx(sigma, rel=1e-3)
-    expected = max(sigma / k, 1.0) if only_shrink else sigma / k
+    lr_div = max(sigma, 1.0) if only_shrink else sigma / k
+    grad_div = max(sigma / k, 1.0) if only_shrink else sigma / k
     net(torch.rand(2, 2, 10, 10)).sum().backward()
     grad = raw_weight(net.fc).grad.clone()
     scaler.before_step(opt)
     groups = {g["name"]: g for g in opt.param_groups}
-    assert float(groups["fc"]["lr"]) == pytest.approx(1e-3 / expected, rel=1e-3)
-    assert torch.allclose(raw_weight(net.fc).grad, grad / expected, rtol=1e-3)
-    if k == 4.0:   # sigma / k < 1: the clamped form leaves the layer's step alone
-        assert expected == 1.0 and float(groups["fc"]["lr"]) == pytest.approx(1e-3)
+    assert float(groups["fc"]["lr"]) == pytest.approx(1e-3 / lr_div, rel=1e-3)
+    assert torch.allclose(raw_weight(net.fc).grad, grad / grad_div, rtol=1e-3)
+    if k == 4.0:   # sigma / k < 1: the clamped gradient is left alone, the clamped lr is not
+        assert grad_div == 1.0 and lr_div == pytest.approx(sigma) and sigma > 1.0
+
+
+@pytest.mark.parametrize("k", [0.5, 2.0])
+def test_clamped_lr_grad_adam_step_by_hand(k):
+    """One Adam step of the clamped lr+grad mode at k != 1 against the update written out by hand:
+    Adam's first step is -lr' * g' / (|g'| + eps) with g' = g / max(rho / k, 1), lr' = lr / max(rho, 1)."""
+    net, opt, scaler, est = make_pair("lr+grad", eps=1e-3, lr=1e-2, only_shrink=True, k=k)
+    rho = est["fc"].sigma.item()
+    before = raw_weight(net.fc).detach().clone()
+    obs = torch.rand(4, 2, 10, 10)
+    net.eval()   # rho stays as estimated
+    opt.zero_grad()
+    net(obs).square().mean().backward()
+    g = raw_weight(net.fc).grad.detach().clone() / max(rho / k, 1.0)
+    scaler.before_step(opt)
+    opt.step()
+    expected = before - (1e-2 / max(rho, 1.0)) * g / (g.abs() + 1e-3)
+    assert rho > 1.0 and abs(max(rho / k, 1.0) - max(rho, 1.0)) > 0.1   # the two rules differ here
+    torch.testing.assert_close(raw_weight(net.fc).detach(), expected, rtol=1e-5, atol=1e-7)
 
 
 def test_rho_presets_follow_the_papers_clamped_form():
-    from rlsmooth.config import load_yaml
+    from rlsmooth.config.yaml_files import load_yaml
     from conftest import ROOT
     presets = sorted((ROOT / "configs" / "ablations").glob("*rho*.yaml"))
     assert presets

@@ -9,40 +9,40 @@ from __future__ import annotations
 import json
 import resource
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rlsmooth.agents import AGENTS
+from rlsmooth.agents.dqn import build_q_learner, epsilon_greedy, update_step
+from rlsmooth.agents.ppo import build_actor_critic_learner, sampling_policy
+from rlsmooth.agents.preflight import load_train_config
+from rlsmooth.config.yaml_files import load_yaml
 from rlsmooth.pieces.envs import make_vec_env
-from rlsmooth.training.logger import read_metrics
 from rlsmooth.pieces.replay import Batch, FrameReplay
-from rlsmooth.training.rundir import resolve_device
-from rlsmooth.training.seeding import TRAIN_ENV, SeedStreams
+from rlsmooth.pieces.seeding import TRAIN_ENV, SeedStreams
+from rlsmooth.training.logger import MemorySink
+from rlsmooth.training.runtime import resolve_device
 from rlsmooth.training.skeleton import maybe_compile
-from rlsmooth.validate import load_train_config
-from rlsmooth.training.value_loop import build_learner, epsilon_greedy, update_step
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"   # the checkout's presets
 DEFAULT_GAMES = {"atari": "breakout", "minatar": "breakout", "test": "chain"}
 
 
-
-
 def is_value(agent: str) -> bool:
-    from agents import AGENTS
     return AGENTS[agent].FAMILY == "value"
+
+
+def value_head(cfg):
+    """The value agent's head (network, Q-values, loss) for the parts measured alone."""
+    return AGENTS[cfg.agent].value_head(cfg)
 
 
 def bench_config(agent: str, suite: str, game: str, num_envs: int, device: str, steps: int, spectral: str):
     """The agent's preset for ``suite``, shortened to ``steps`` timed agent steps after a warm-up."""
-    from rlsmooth.config import load_yaml
-    presets = {("atari", "dqn"): "atari_dqn_adam.yaml", ("atari", "c51"): "atari_c51.yaml",
-               ("atari", "ppo"): "atari_ppo.yaml", ("atari", "a2c"): "atari_a2c.yaml"}
-    base = presets.get((suite, agent), f"minatar_{agent}.yaml" if agent != "a2c" else "atari_a2c.yaml")
-    data = load_yaml(CONFIGS / base)
+    data = load_yaml(CONFIGS / AGENTS[agent].PRESETS[suite])
     data["env"].update({"suite": suite, "game": game, "num_envs": num_envs, "eval_num_envs": 1})
     data["device"] = device
     data["threads"] = torch.get_num_threads()   # the bench process's own (pinned) thread count
@@ -82,9 +82,7 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
-    import importlib
     device = resolve_device(cfg.device)
-    module = importlib.import_module(f"agents.{cfg.agent}")
     n = cfg.env.num_envs
     env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(TRAIN_ENV, n), training=True)
     obs = env.reset()
@@ -97,18 +95,17 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
     results["env_steps_per_s"] = n * _rate(env_step, seconds)
 
     if not is_value(cfg.agent):
-        from rlsmooth.training import actor_critic
-        learner = actor_critic.build_learner(cfg, env.obs_shape, env.num_actions, device, message=lambda m: None)
-        policy = actor_critic.make_policy(learner.net, device, greedy=False, generator=torch.Generator().manual_seed(0))
+        learner = build_actor_critic_learner(cfg, env.obs_shape, env.num_actions, device, message=lambda m: None)
+        policy = sampling_policy(learner.net, device, greedy=False, generator=torch.Generator().manual_seed(0))
         results["act_steps_per_s"] = n * _rate(lambda: policy(obs), seconds)
         env.close()
         return results
 
-    agent = module.value_agent(cfg)
-    learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
+    head = value_head(cfg)
+    learner = build_q_learner(cfg, head, env.obs_shape, env.num_actions, device)
 
     def act():   # epsilon 0: every call runs the forward pass
-        epsilon_greedy(lambda: agent.q_values(learner.net, torch.from_numpy(obs).to(device)), n, env.num_actions,
+        epsilon_greedy(lambda: head.q_values(learner.net, torch.from_numpy(obs).to(device)), n, env.num_actions,
                        0.0, rng)
     results["act_steps_per_s"] = n * _rate(act, seconds)
 
@@ -133,7 +130,7 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
     batch = replays["host"].sample(cfg.algo.batch_size, device)
 
     def update():
-        update_step(learner, agent, batch, cfg.optim.grad_clip)
+        update_step(learner, head, batch, cfg.optim.grad_clip)
         _sync(device)
     results["updates_per_s"] = _rate(update, seconds)
     # at the replay ratio, updates alone cap the loop at updates_per_s / replay_ratio agent steps/s
@@ -145,13 +142,12 @@ def bench_parts(cfg, seconds: float = 2.0) -> dict[str, float]:
 def update_timer(cfg, seed: int = 0, compiled: bool = False):
     """A zero-argument function running one update of ``cfg``'s learner on a fixed batch
     (``compiled``: through ``torch.compile``, warmed up first so the compile time is not timed)."""
-    from agents import AGENTS
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
-    agent = AGENTS[cfg.agent].value_agent(cfg)
-    agent = agent._replace(loss=maybe_compile(agent.loss, compiled, device))
+    head = value_head(cfg)
+    head = head._replace(loss=maybe_compile(head.loss, compiled, device))
     env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(TRAIN_ENV, 1), training=True)
-    learner = build_learner(cfg, agent, env.obs_shape, env.num_actions, device)
+    learner = build_q_learner(cfg, head, env.obs_shape, env.num_actions, device)
     env.close()
     b = cfg.algo.batch_size
     gen = torch.Generator().manual_seed(seed)
@@ -162,7 +158,7 @@ def update_timer(cfg, seed: int = 0, compiled: bool = False):
                   torch.rand(b, generator=gen).to(device), torch.full((b,), 0.99).to(device), nxt)
 
     def update():
-        update_step(learner, agent, batch, cfg.optim.grad_clip)
+        update_step(learner, head, batch, cfg.optim.grad_clip)
         _sync(device)
     if compiled:
         for _ in range(5):
@@ -192,12 +188,10 @@ def update_cost(plain_cfg, sn_cfg, rounds: int = 7, seconds: float = 0.5) -> tup
 
 
 def bench_loop(cfg, warmup: int) -> float:
-    """Agent steps/s of the whole training loop after warm-up (updates running)."""
-    from agents import AGENTS
-    module = AGENTS[cfg.agent]
-    with tempfile.TemporaryDirectory() as tmp:
-        module.train(cfg, Path(tmp))
-        rows = [r for r in read_metrics(Path(tmp) / "metrics.jsonl") if "time/sps" in r and r["step"] > warmup]
+    """Agent steps/s of the whole training loop after warm-up (updates running), logged to memory only."""
+    sink = MemorySink()
+    AGENTS[cfg.agent].train(cfg, None, sinks=[sink])
+    rows = [r for r in sink.records if "time/sps" in r and r["step"] > warmup]
     # skip the first interval, which holds the warm-up boundary
     rates = [r["time/sps"] for r in rows[1:]] or [r["time/sps"] for r in rows]
     return statistics.median(rates)
@@ -207,7 +201,6 @@ def run_bench(args) -> dict:
     device = resolve_device(args.device)
     suite = args.suite
     game = args.game or DEFAULT_GAMES[suite]
-    from agents import AGENTS
     agents = list(AGENTS) if args.agent == "all" else [args.agent]
     report = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "num_envs": args.num_envs, "suite": suite, "game": game, "torch_threads": torch.get_num_threads(),

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from rlsmooth.config import ConfigError
+from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.scores import REFERENCE_SCORES, human_normalized
 
 CONFIDENCE = 0.95

@@ -32,10 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from rlsmooth.config import ConfigError, apply_overrides, load_yaml, parse_yaml, read_text
+from rlsmooth.config.yaml_files import apply_overrides, load_yaml, parse_yaml
+from rlsmooth.errors import ConfigError
+from rlsmooth.files import read_text
 from rlsmooth.files import atomic_write_text
-from rlsmooth.training.rundir import CHECKPOINT, SUMMARY_FILE, available_cores
-from rlsmooth.validate import load_train_config
+from rlsmooth.training.rundir import CHECKPOINT, SUMMARY_FILE
+from rlsmooth.training.runtime import available_cores
+from rlsmooth.agents.preflight import load_train_config
 
 CELL_FILE = "sweep_cell.json"
 SHORTHAND = {"game": "env.game", "seed": "seed", "agent": "agent"}

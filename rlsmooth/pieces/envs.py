@@ -13,7 +13,7 @@ ended episode in ``final_obs``.  Two kinds of ending are kept apart:
 ``reward`` is what the learner sees (clipped to [-1, 1] in training envs when ``env.clip_rewards``,
 under either Atari protocol) and ``raw_reward`` is the game score used for every reported return.
 
-Each env gets its own seed (``seeds[i]``: seed words from :mod:`rlsmooth.training.seeding`), used at the
+Each env gets its own seed (``seeds[i]``: seed words from :mod:`rlsmooth.pieces.seeding`), used at the
 first reset; later resets continue the env's own random stream.
 """
 from __future__ import annotations
@@ -23,8 +23,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rlsmooth.config import ConfigError, EnvConfig
-from rlsmooth.training.seeding import ale_seed
+from rlsmooth.config.sections import EnvConfig
+from rlsmooth.errors import ConfigError
+from rlsmooth.pieces.seeding import ale_seed
 
 MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 TEST_GAMES = ("chain",)

@@ -1,8 +1,9 @@
-"""Value networks with named layers in forward order.
+"""Networks with named layers in forward order: Q-networks and actor-critics.
 
-Layers are attributes named ``conv1`` ... ``fc``, ``out`` so that spectral normalisation,
-per-layer optimiser groups and logs select them by name or by Python-style index
-(``-2`` is ``fc``, the penultimate layer the paper normalises).
+Layers are attributes named ``conv1`` ... ``fc``, ``out`` (actor-critic: ``torso.conv1`` ...
+``torso.fc``, ``actor.out``, ``critic.out``) so that spectral normalisation, per-layer optimiser
+groups and logs select them by name or by Python-style index (``-2`` is ``fc``, the penultimate
+layer the paper normalises).
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from rlsmooth.config import ConfigError, LayerSelection, NetworkConfig
+from rlsmooth.config.coerce import LayerSelection
+from rlsmooth.config.sections import NetworkConfig
+from rlsmooth.errors import ConfigError
 
 WeightLayer = (nn.Linear, nn.Conv2d)
 
@@ -134,6 +137,69 @@ def build_q_network(cfg: NetworkConfig, suite: str, obs_shape: tuple[int, ...], 
                     num_atoms: int = 1) -> QNetwork:
     torso = make_torso(cfg, suite, obs_shape)
     return QNetwork(torso, num_actions, num_atoms, obs_scale=1.0 / 255.0 if suite == "atari" else 1.0)
+
+
+# -- actor-critic: layers named by role (torso.*, actor.out, critic.out, critic.* with a separate critic)
+
+def orthogonal_init(layer: nn.Module, gain: float) -> None:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+
+
+class ActorCritic(nn.Module):
+    """Torso + ``actor.out`` (logits) and ``critic.out`` (value); CleanRL's orthogonal init."""
+
+    def __init__(self, make: Callable[[], nn.Module], num_actions: int, separate_critic: bool, obs_scale: float):
+        super().__init__()
+        self.torso = make()
+        self.conv_names, self.fc_names = self.torso.conv_names, self.torso.fc_names
+        self.actor = nn.Module()
+        self.actor.out = nn.Linear(self.torso.out_features, num_actions)
+        self.critic = nn.Module()
+        self.separate_critic = separate_critic
+        if separate_critic:
+            for name, layer in make().named_children():   # critic.conv1 ... critic.fc
+                self.critic.add_module(name, layer)
+        self.critic.out = nn.Linear(self.torso.out_features, 1)
+        self.obs_scale = obs_scale
+        self.output_divisor: Callable[[], torch.Tensor] | None = None
+        self.divout_heads: tuple[str, ...] = ()
+        for name, layer in self.named_modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                gain = 0.01 if name == "actor.out" else 1.0 if name == "critic.out" else 2 ** 0.5
+                orthogonal_init(layer, gain)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = obs.float() * self.obs_scale
+        features = torso_forward(self.torso, x, self.conv_names, self.fc_names)
+        critic_features = (torso_forward(self.critic, x, self.conv_names, self.fc_names) if self.separate_critic
+                           else features)
+        logits = self.actor.out(features)
+        value = self.critic.out(critic_features).squeeze(-1)
+        if self.output_divisor is not None:
+            rho = self.output_divisor().detach()
+            logits = logits / rho if "actor" in self.divout_heads else logits
+            value = value / rho if "critic" in self.divout_heads else value
+        return logits, value
+
+
+def heads_downstream(layers: list[str], separate_critic: bool) -> tuple[str, ...]:
+    """Which heads' outputs a layer feeds: torso layers feed the actor, and the critic if shared."""
+    heads = set()
+    for name in layers:
+        if name.startswith("critic."):
+            heads.add("critic")
+        elif name.startswith("actor."):
+            heads.add("actor")
+        else:
+            heads.update(("actor",) if separate_critic else ("actor", "critic"))
+    return tuple(sorted(heads))
+
+
+def build_actor_critic(cfg: NetworkConfig, suite: str, obs_shape: tuple, num_actions: int,
+                       separate_critic: bool) -> ActorCritic:
+    return ActorCritic(lambda: make_torso(cfg, suite, obs_shape), num_actions, separate_critic,
+                       1.0 / 255.0 if suite == "atari" else 1.0)
 
 
 def named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

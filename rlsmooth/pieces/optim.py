@@ -11,20 +11,22 @@ normalising the forward pass, with rho = the tracked sigma of the selected layer
 * ``lr+grad`` -- both, the full SN-equivalent update;
 * ``divout``  -- the network output is divided by stop_gradient(prod rho).
 
-By default rho is clamped as in the paper's code (divide by max(rho / k, 1)); ``rho_only_shrink:
-false`` gives the unclamped SN-equivalent form (divide by rho / k).
+By default rho is clamped as in the paper's code: the learning rate is divided by max(rho, 1) and
+the gradient (and, for ``divout``, the output) by max(rho / k, 1); the two agree at k = 1.
+``rho_only_shrink: false`` gives the unclamped SN-equivalent form: everything divided by rho / k,
+since SN's W / (sigma / k) acts like learning rate eta k / sigma with epsilon eps sigma / k.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from typing import NamedTuple
-
-from rlsmooth.config import OptimConfig, TrainConfig
+from rlsmooth.config.sections import OptimConfig, TrainConfig
 from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.networks import select_layers
-from rlsmooth.pieces.spectral import SpectralNorm, apply_spectral, raw_weight
+from rlsmooth.pieces.spectral import SpectralNorm, apply_spectral, raw_weight, sn_divisor
 
 
 def make_optimizer(params: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -47,8 +49,9 @@ class RhoScaler:
 
     It owns everything the mode changes: the per-layer parameter groups (``lr``), the gradient
     division before each step (``grad``) and the output divisor (``divout``), for the online and
-    target networks alike (one scaler per network).  The divisor of a layer is rho / k, or
-    max(rho / k, 1) with ``only_shrink`` (the paper's code; k = ``spectral.k``).
+    target networks alike (one scaler per network).  With ``only_shrink`` (the paper's code) a layer's
+    learning rate is divided by max(rho, 1) and its gradient and the output by max(rho / k, 1)
+    (k = ``spectral.k``); without it, all by rho / k.
     """
 
     def __init__(self, mode: str, layers: dict[str, nn.Module], estimators: dict[str, SpectralNorm],
@@ -69,8 +72,12 @@ class RhoScaler:
                    cfg.rho_only_shrink, k)
 
     def divisor(self, name: str) -> torch.Tensor:
-        rho = self.estimators[name].sigma.detach() / self.k
-        return rho.clamp_min(1.0) if self.only_shrink else rho
+        """The gradient's (and the output's) divisor: SN's, max(rho / k, 1) or rho / k."""
+        return sn_divisor(self.estimators[name].sigma.detach(), self.k, self.only_shrink)
+
+    def lr_divisor(self, name: str) -> torch.Tensor:
+        """The learning rate's divisor: max(rho, 1) clamped, as the paper's code (k does not enter), else rho / k."""
+        return sn_divisor(self.estimators[name].sigma.detach(), 1.0 if self.only_shrink else self.k, self.only_shrink)
 
     def output_divisor(self) -> torch.Tensor:
         rho = torch.ones((), device=next(iter(self.estimators.values())).sigma.device)
@@ -95,7 +102,7 @@ class RhoScaler:
         if self.scale_lr:
             for group in optimizer.param_groups:
                 if group["name"] in self.layers:
-                    divisor = self.divisor(group["name"])
+                    divisor = self.lr_divisor(group["name"])
                     # fused / capturable kernels take the learning rate as a device tensor: no host sync
                     tensor_lr = group.get("fused") or group.get("capturable")
                     group["lr"] = group["base_lr"] / (divisor if tensor_lr else divisor.item())

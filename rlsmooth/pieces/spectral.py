@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from rlsmooth.config import SpectralConfig
+from rlsmooth.config.sections import SpectralConfig
 from rlsmooth.pieces.networks import layer_input_shapes, select_layers
 
 
@@ -27,20 +27,23 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.flatten(), dim=0, eps=1e-12).view_as(x)
 
 
+def sn_divisor(sigma: torch.Tensor, k: float, only_shrink: bool) -> torch.Tensor:
+    """What SN divides a weight by: s = sigma / k, or max(sigma / k, 1) with only-shrink."""
+    scale = sigma / k
+    return scale.clamp_min(1.0) if only_shrink else scale
+
+
 def _sigma_step(matrix: torch.Tensor, v: torch.Tensor, k: float, only_shrink: bool):
     """Second half of a power-iteration step and the divisor: (sigma = ||W v||, u = W v / sigma, s, free).
 
-    s = sigma / k, or max(sigma / k, 1) with only-shrink; ``free`` is 1 where s depends on sigma and 0
-    where only-shrink clamps it (a device tensor: no host sync).
+    s = :func:`sn_divisor`; ``free`` is 1 where s depends on sigma and 0 where only-shrink clamps it
+    (a device tensor: no host sync).
     """
     wv = matrix @ v
     sigma = wv.norm()
     u = wv / sigma.clamp_min(1e-12)
-    scale = sigma / k
-    free = torch.ones_like(scale)
-    if only_shrink:
-        free = (scale >= 1.0).to(scale.dtype)
-        scale = scale.clamp_min(1.0)
+    scale = sn_divisor(sigma, k, only_shrink)
+    free = (sigma / k >= 1.0).to(scale.dtype) if only_shrink else torch.ones_like(scale)
     return sigma, u, scale, free
 
 
@@ -174,10 +177,7 @@ class SpectralNorm(nn.Module):
         return (self.u * self._matvec(weight, self.v)).sum()
 
     def _normalised(self, weight: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        scale = sigma / self.k
-        if self.only_shrink:
-            scale = scale.clamp_min(1.0)
-        return weight / scale
+        return weight / sn_divisor(sigma, self.k, self.only_shrink)
 
     def linear_training_pass(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """A normalised Linear layer's training forward pass: power-iteration step, then the fused op."""

@@ -1,18 +1,27 @@
-"""Metrics: one ``write(step, metrics)`` to JSONL, TensorBoard and a progress bar."""
+"""Metrics: a logger that is one ``write(step, metrics)`` over composable sinks.
+
+A run directory's logger writes ``metrics.jsonl``, TensorBoard events and a progress bar; the
+bench's writes into memory and nowhere else.  Every sink gets the same records.
+"""
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
+from typing import Protocol
 
 from tqdm import tqdm
 
-from rlsmooth.config import read_text
 from rlsmooth.errors import ConfigError
-from rlsmooth.files import atomic_write_text
+from rlsmooth.files import atomic_write_text, read_text
 
 METRICS_FILE = "metrics.jsonl"
+
+
+class Sink(Protocol):
+    def write(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -44,32 +53,70 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in read_text(path, "metrics file").splitlines() if line.strip()]
 
 
-class Logger:
-    def __init__(self, run_dir: Path, start_step: int, total_steps: int, progress: bool = True,
-                 tensorboard: bool = True):
-        self.path = Path(run_dir) / METRICS_FILE
+class JsonlSink:
+    """``metrics.jsonl``: one JSON object per line; lines after ``start_step`` (a killed run's) are dropped."""
+
+    def __init__(self, path: Path, start_step: int):
+        self.path = Path(path)
         truncate_metrics(self.path, start_step)
         self._file = self.path.open("a")
-        self._tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            # purge_step hides events a killed run wrote after its last checkpoint
-            self._tb = SummaryWriter(str(run_dir), purge_step=start_step + 1 if start_step else None)
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        self._file.write(json.dumps({"step": int(step), **metrics}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class TensorBoardSink:
+    def __init__(self, run_dir: Path, start_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+        # purge_step hides events a killed run wrote after its last checkpoint
+        self._writer = SummaryWriter(str(run_dir), purge_step=start_step + 1 if start_step else None)
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self._writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self._writer.flush()
+        self._writer.close()
+
+
+class MemorySink:
+    """Records kept in a list (the bench reads its loop rates from here)."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        self.records.append({"step": int(step), **metrics})
+
+    def close(self) -> None:
+        pass
+
+
+def run_dir_sinks(run_dir: Path, start_step: int) -> list[Sink]:
+    return [JsonlSink(Path(run_dir) / METRICS_FILE, start_step), TensorBoardSink(run_dir, start_step)]
+
+
+class Logger:
+    """``write(step, metrics)`` to every sink, and a progress bar with the latest returns."""
+
+    def __init__(self, sinks: list[Sink], start_step: int, total_steps: int, progress: bool = True):
+        self.sinks = sinks
         self._bar = tqdm(total=total_steps, initial=start_step, unit="step", disable=not progress,
                          dynamic_ncols=True, smoothing=0.05)
         self._shown: dict[str, float] = {}
-        self._last = time.perf_counter()
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
-        record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        if self._tb is not None:
-            for key, value in metrics.items():
-                self._tb.add_scalar(key, value, step)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        for sink in self.sinks:
+            sink.write(step, metrics)
         for key, short in (("train/episode_return", "train"), ("eval/episode_return", "eval")):
             if key in metrics:
-                self._shown[short] = round(float(metrics[key]), 2)
+                self._shown[short] = round(metrics[key], 2)
         if self._shown:
             self._bar.set_postfix(self._shown, refresh=False)
 
@@ -81,7 +128,5 @@ class Logger:
 
     def close(self) -> None:
         self._bar.close()
-        self._file.close()
-        if self._tb is not None:
-            self._tb.flush()
-            self._tb.close()
+        for sink in self.sinks:
+            sink.close()

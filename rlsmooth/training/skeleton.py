@@ -15,22 +15,24 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
-from rlsmooth.config import TrainConfig, to_dict
-from rlsmooth.pieces.envs import Step, make_vec_env
+from rlsmooth.config.coerce import to_dict
+from rlsmooth.config.sections import TrainConfig
+from rlsmooth.pieces import seeding
+from rlsmooth.pieces.envs import make_vec_env
+from rlsmooth.pieces.seeding import SeedStreams
 from rlsmooth.pieces.spectral import sigma_metrics
 from rlsmooth.training import checkpoint as ckpt
-from rlsmooth.training import seeding
-from rlsmooth.training.logger import Logger
-from rlsmooth.training.rundir import (CHECKPOINT, interrupt_guard, provenance, resolve_device, set_threads,
-                                      write_config, write_summary)
-from rlsmooth.training.seeding import SeedStreams
+from rlsmooth.training.logger import Logger, Sink, run_dir_sinks
+from rlsmooth.training.rundir import CHECKPOINT, provenance, write_config, write_summary
+from rlsmooth.training.run_stats import EpisodeStats, MeanWindow
+from rlsmooth.training.runtime import interrupt_guard, resolve_device, set_threads
 
 
-def due(marks: dict, key: str, step: int, interval: int, final: bool = False) -> bool:
-    """True once ``step`` reaches ``marks[key]`` (always on the final step); moves the mark past ``step``.
+def advance_if_due(marks: dict, key: str, step: int, interval: int, final: bool = False) -> bool:
+    """Whether ``step`` has reached ``marks[key]`` (always on the final step); if so, the mark moves on
+    past ``step`` by whole intervals.
 
     ``interval`` 0 means 'only on the final step'.
     """
@@ -48,77 +50,21 @@ def maybe_compile(fn: Callable, enabled: bool, device: torch.device) -> Callable
     return torch.compile(fn, mode="reduce-overhead" if device.type == "cuda" else "default")
 
 
-class EpisodeStats:
-    """Running returns and lengths of the N training envs, and the episodes finished since the last log."""
-
-    def __init__(self, num_envs: int):
-        self.ret = np.zeros(num_envs)
-        self.length = np.zeros(num_envs, np.int64)
-        self.finished: list[tuple[float, int]] = []
-
-    def record(self, step: Step) -> None:
-        self.ret += step.raw_reward
-        self.length += 1
-        for i in np.flatnonzero(step.episode_end):
-            self.finished.append((float(self.ret[i]), int(self.length[i])))
-            self.ret[i], self.length[i] = 0.0, 0
-
-    def pop_metrics(self) -> dict[str, float]:
-        if not self.finished:
-            return {}
-        returns, lengths = zip(*self.finished)
-        self.finished.clear()
-        return {"train/episode_return": float(np.mean(returns)), "train/episode_length": float(np.mean(lengths)),
-                "train/episodes": len(returns)}
-
-    def state_dict(self) -> dict:
-        return {"ret": self.ret.tolist(), "length": self.length.tolist(), "finished": list(self.finished)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.ret = np.asarray(state["ret"], np.float64)
-        self.length = np.asarray(state["length"], np.int64)
-        self.finished = [(float(r), int(n)) for r, n in state["finished"]]
-
-
-class MeanWindow:
-    """Sums of per-update tensors (losses ...) over a logging window; one host sync when read."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
-
-    def add(self, values: dict[str, torch.Tensor]) -> None:
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, torch.zeros((), device=self.device)) + value.detach()
-        self.count += 1
-
-    def pop_means(self) -> dict[str, float]:
-        if not self.count:
-            return {}
-        means = torch.stack(list(self.sums.values())).cpu() / self.count
-        out = dict(zip(self.sums, means.tolist()))
-        self.sums, self.count = {}, 0
-        return out
-
-    def state_dict(self) -> dict:
-        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
-        self.count = int(state["count"])
-
-
 class RunSkeleton:
     """Set-up, restore, logging, checkpointing and the schedule of one training run.
 
     Use: ``run = RunSkeleton(cfg, run_dir, resume)``; build the learner on ``run.env``'s shapes;
-    ``run.begin(stateful, layers)``; loop while ``run.step < total``, calling ``run.episodes.record``,
+    ``run.begin(stateful, layers)``; loop while ``run.running()``, calling ``run.episodes.record``,
     ``run.advance``, ``run.log_if_due`` and ``run.end_of_iteration``; finally ``run.finish()``.
+
+    ``run_dir`` None runs without files (no config, checkpoint or summary; the logger writes to
+    ``sinks`` alone): the bench measures the real loop this way.
     """
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, total_steps: int):
+    def __init__(self, cfg: TrainConfig, run_dir: Path | None, resume: bool, total_steps: int,
+                 sinks: list[Sink] | None = None):
         self.cfg, self.run_dir, self.total_steps = cfg, run_dir, total_steps
+        self.extra_sinks = list(sinks or [])
         self.device = resolve_device(cfg.device)
         self.threads = set_threads(cfg.threads)
         self.streams = SeedStreams(cfg.seed)
@@ -171,14 +117,16 @@ class RunSkeleton:
             else:   # a fresh episode in every env: the running returns start over
                 self.episodes.ret[:] = 0.0
                 self.episodes.length[:] = 0
-        else:
+        elif self.run_dir is not None:
             meta = provenance(self.device)
             meta["protocol"] = self.cfg.env.protocol if self.cfg.env.suite == "atari" else None
             meta["layers"] = layers
             write_config(self.run_dir, to_dict(self.cfg), meta)
-        self.logger = Logger(self.run_dir, self.step, self.total_steps, progress=self.cfg.loop.progress)
-        self.logger.message(f"{'resuming' if self.state else 'run directory'}: {self.run_dir} at step {self.step} "
-                            f"(tensorboard --logdir {self.run_dir})")
+        sinks = self.extra_sinks if self.run_dir is None else run_dir_sinks(self.run_dir, self.step) + self.extra_sinks
+        self.logger = Logger(sinks, self.step, self.total_steps, progress=self.cfg.loop.progress)
+        if self.run_dir is not None:
+            self.logger.message(f"{'resuming' if self.state else 'run directory'}: {self.run_dir} at step {self.step} "
+                                f"(tensorboard --logdir {self.run_dir})")
         if layers["normalised"] or layers["tracked"]:
             self.logger.message(f"spectral norm on {layers['normalised'] or 'no layer'}; "
                                 f"tracking {layers['tracked'] or 'no other layer'}")
@@ -194,18 +142,20 @@ class RunSkeleton:
     def log_if_due(self, final: bool, metrics: Callable[[], dict]) -> None:
         """Write a log line when due: ``metrics()`` plus episode statistics, window means and sigma."""
         step = self.step
-        if not due(self.counters, "next_log", step, self.cfg.loop.log_every, final):
+        if not advance_if_due(self.counters, "next_log", step, self.cfg.loop.log_every, final):
             return
         now = time.perf_counter()
         record = {"time/sps": (step - self._last_step) / max(now - self._last_time, 1e-9), **metrics()}
         self._last_time, self._last_step = now, step
         record.update(self.episodes.pop_metrics())
         record.update(self.window.pop_means())
-        if due(self.counters, "next_sigma", step, self.cfg.spectral.log_every, final):
+        if advance_if_due(self.counters, "next_sigma", step, self.cfg.spectral.log_every, final):
             record.update(sigma_metrics(self.estimators))
         self.logger.write(step, record)
 
     def checkpoint(self) -> None:
+        if self.run_dir is None:
+            return
         payload = {"step": self.step, "counters": dict(self.counters), "rng": ckpt.rng_state(self.rng),
                    "env": self.env.state_dict(), "obs": torch.from_numpy(self.obs.copy()),
                    "run": {"episodes": self.episodes.state_dict(), "window": self.window.state_dict(),
@@ -218,7 +168,7 @@ class RunSkeleton:
         everything logged at this step is covered by it."""
         step, loop = self.step, self.cfg.loop
         reached = False
-        if due(self.counters, "next_eval", step, loop.eval_every, final):
+        if advance_if_due(self.counters, "next_eval", step, loop.eval_every, final):
             self.last_eval = run_eval()
             self.logger.write(step, self.last_eval)
             reached = (loop.stop_return is not None
@@ -227,7 +177,7 @@ class RunSkeleton:
             self.counters["reached_stop_return"] = 1
             self.logger.message(f"evaluation return {self.last_eval['eval/episode_return']:.2f} > "
                                 f"loop.stop_return {loop.stop_return:g} at step {step}: training stops here")
-        if due(self.counters, "next_checkpoint", step, loop.checkpoint_every, final) or reached:
+        if advance_if_due(self.counters, "next_checkpoint", step, loop.checkpoint_every, final) or reached:
             self.checkpoint()
         if stop.requested:
             self.checkpoint()
@@ -248,5 +198,6 @@ class RunSkeleton:
         summary = {"step": self.step, **(extra or {}), **self.last_eval}
         if self.counters["reached_stop_return"]:
             summary["stopped_at_return"] = self.cfg.loop.stop_return
-        write_summary(self.run_dir, summary)
+        if self.run_dir is not None:
+            write_summary(self.run_dir, summary)
         return summary

@@ -6,18 +6,20 @@ from pathlib import Path
 
 import numpy as np
 
-from rlsmooth.training import checkpoint as ckpt
-from rlsmooth.config import ConfigError, parse_train_config
+from rlsmooth.agents import AGENTS, algo_classes
+from rlsmooth.config.sections import parse_train_config
+from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.envs import make_vec_env
-from rlsmooth.training.evaluation import evaluate
-from rlsmooth.training.rundir import CHECKPOINT, read_config, resolve_device
 from rlsmooth.pieces.scores import human_normalized
-from rlsmooth.training.seeding import EVAL_CLI, SeedStreams
+from rlsmooth.pieces.seeding import EVAL_CLI, SeedStreams
+from rlsmooth.training import checkpoint as ckpt
+from rlsmooth.training.evaluation import evaluate
+from rlsmooth.training.rundir import CHECKPOINT, read_config
+from rlsmooth.training.runtime import resolve_device
 
 def evaluate_run(run_dir: Path, episodes: int, device_name: str = "auto", greedy: bool = False) -> str:
     if episodes < 1:
         raise ConfigError("--episodes must be >= 1")
-    from agents import AGENTS, algo_classes
     cfg = parse_train_config(read_config(run_dir), algo_classes())
     module = AGENTS[cfg.agent]
     state = ckpt.load(Path(run_dir) / CHECKPOINT, required=("step", "net"))

@@ -1,16 +1,18 @@
-"""Full validation of a training config: keys, types and values, the game, every layer selector,
-and whether the run fits in this machine's memory.  Everything here fails before anything is written."""
+"""Checks a run before it starts: its config's keys, types and values, then one build of its env and
+network (on the CPU, then dropped) to resolve the game and every layer selector, and whether the
+run fits in this machine's memory.  Everything here fails before anything is written."""
 from __future__ import annotations
 
 import os
 import sys
 
-from rlsmooth.config import TrainConfig, parse_train_config
+from rlsmooth.agents import AGENTS, algo_classes
+from rlsmooth.config.sections import TrainConfig, parse_train_config
 from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.envs import check_game, make_vec_env
 from rlsmooth.pieces.networks import select_layers
 from rlsmooth.pieces.optim import rho_layer_names
-from rlsmooth.training.seeding import EVAL_CLI, SeedStreams
+from rlsmooth.pieces.seeding import EVAL_CLI, SeedStreams
 
 # Host memory per environment: RSS growth per env when building and stepping 256 of them after a
 # warm-up of 8 (ale-py 0.11: 1.5 MiB; MinAtar 1.0: 2 KiB; x86-64), rounded up.  The replay figure is exact.
@@ -21,7 +23,6 @@ MANY_ENVS = 4096
 
 def load_train_config(data: dict) -> TrainConfig:
     """A TrainConfig from a nested dict, or ConfigError with one line naming the problem."""
-    from agents import AGENTS, algo_classes
     cfg = parse_train_config(data, algo_classes())
     check_game(cfg.env)
     env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(EVAL_CLI, 1), training=False)

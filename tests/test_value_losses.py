@@ -1,7 +1,7 @@
 import torch
 import pytest
 
-from rlsmooth.pieces.losses import categorical_loss, categorical_projection, double_td_target, q_loss, td_target
+from rlsmooth.pieces.value_losses import categorical_loss, categorical_projection, double_td_target, q_loss, td_target
 
 
 def test_td_target_and_double_target():
@@ -60,7 +60,7 @@ def test_categorical_loss_is_cross_entropy():
 
 
 def test_linear_epsilon_schedule():
-    from rlsmooth.training.value_loop import linear_epsilon
+    from rlsmooth.agents.dqn import linear_epsilon
     # held at 1 during the 100-step warm-up, then linear to 0.1 over 200 steps, then flat
     assert linear_epsilon(50, 1.0, 0.1, 200, 100) == 1.0
     assert linear_epsilon(200, 1.0, 0.1, 200, 100) == pytest.approx(0.55)

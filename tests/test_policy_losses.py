@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rlsmooth.pieces.losses import gae, ppo_policy_loss, value_loss
+from rlsmooth.pieces.policy_losses import gae, ppo_policy_loss, value_loss
 
 
 def test_gae_matches_hand_computation():

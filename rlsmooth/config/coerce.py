@@ -1,0 +1,123 @@
+"""Typed values: a nested dict checked against dataclasses, one ConfigError line per problem.
+
+Every config section is a dataclass whose fields carry a docstring (the string literal after the
+field) stating meaning and units.  Loading never guesses: an unknown key, a value of the wrong
+type at any level or an impossible value raises :class:`ConfigError` with one line naming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, Literal, Union
+
+from rlsmooth.errors import ConfigError
+
+LayerSelection = Union[str, int, list]
+"""Layer names or Python-style indices over a network's named layers, a list of them, 'all' or 'none'."""
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def require_all(checks: list[tuple[bool, str]]) -> None:
+    """Raise ConfigError with the message of the first failed (condition, message) check."""
+    for ok, message in checks:
+        require(ok, message)
+
+
+def type_name(tp: Any) -> str:
+    if tp is LayerSelection:
+        return "layer selection (name, index, list of them, 'all' or 'none')"
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is LayerSelection:
+        if isinstance(value, bool) or not isinstance(value, (str, int, list)):
+            raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r}")
+        if isinstance(value, list) and not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{key}: list items must be layer names or integer indices, got {value!r}")
+        return value
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: expected one of {type_name(tp)}, got {value!r}")
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: expected null, got {value!r}")
+        return None
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if not -2**63 <= value < 2**63:
+            raise ConfigError(f"{key}: {value} is out of range (integers must fit in 64 bits)")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ConfigError(f"{key}: {value} is out of range") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
+    if tp is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # programming error, not user input
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and bad values raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (valid keys: {', '.join(sorted(names))})")
+    kwargs = {name: coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    obj = cls(**kwargs)
+    obj.validate()   # every config section and agent config defines its own checks
+    return obj
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
