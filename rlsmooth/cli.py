@@ -93,7 +93,9 @@ def cmd_compare(args) -> int:
     from rlsmooth.experiments.report import compare
     if args.reps < 1:
         raise ConfigError("--reps must be >= 1")
-    compare([Path(p) for p in args.dirs], Path(args.out), baseline=args.baseline, reps=args.reps)
+    if args.last_n < 1:
+        raise ConfigError("--last-n must be >= 1")
+    compare([Path(p) for p in args.dirs], Path(args.out), baseline=args.baseline, reps=args.reps, last_n=args.last_n)
     return 0
 
 
@@ -145,7 +147,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("dirs", nargs="+", help="run directories or sweep directories (searched recursively)")
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--baseline", default="baseline", help="variant that others are compared against")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for confidence intervals")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for confidence intervals (default: 2000)")
+    p.add_argument("--last-n", type=int, default=3, help="evaluations averaged for the last-N score (default: 3)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("bench", help="agent steps/s of the loops and their parts")

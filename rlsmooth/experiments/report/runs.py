@@ -1,0 +1,156 @@
+"""The runs a report reads: their identity (suite, game, agent, seed, variant), evaluation curves,
+sigma curves and how they ended.  A run that cannot be used is skipped with its reason."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+CORE_AXES = ("game", "seed", "variant")
+"""Sweep axes that identify a run rather than a variant (any other axis is part of the variant)."""
+
+
+@dataclass
+class Run:
+    path: Path
+    agent: str
+    suite: str
+    game: str
+    seed: int
+    core: str                       # what the run changes: baseline, sn[fc], rho=lr+grad[fc] ...
+    extra: str                      # other sweep axes, e.g. 'optim.lr=0.001' ('' for none)
+    finished: bool
+    diverged: bool
+    stopped_early: bool             # reached loop.stop_return
+    last_step: int
+    eval_curve: list[tuple[int, float]]           # finite evaluations only
+    sigma_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    frames_per_step: int = 1
+    dropped_nonfinite: int = 0      # evaluation lines with a non-finite return, left out of the curve
+    row: str = ""                   # the table row: the game, or suite/game where two suites share a game id
+
+    @property
+    def variant(self) -> str:
+        return " ".join(p for p in (self.core, self.extra) if p)
+
+    @property
+    def ended_early(self) -> bool:
+        """Diverged or stopped at its target: its last evaluation is its score, wherever it stopped."""
+        return self.diverged or self.stopped_early
+
+
+def core_label(config: dict) -> str:
+    """What a run changes, from the resolved layer names its config recorded (``meta.layers``), so that
+    ``[-2]`` and ``[fc]`` on one network are one variant.  No SN and no rho scaling reads 'baseline'."""
+    layers = (config.get("meta") or {}).get("layers") or {}
+    spectral, optim = config.get("spectral") or {}, config.get("optim") or {}
+    parts = []
+    if layers.get("normalised"):
+        options = [o for o, on in (("only_shrink", spectral.get("only_shrink")),
+                                   (f"k={spectral.get('k')}", spectral.get("k", 1.0) != 1.0),
+                                   ("operator", spectral.get("conv_norm") == "operator")) if on]
+        parts.append(f"sn[{','.join(layers['normalised'] + options)}]")
+    if optim.get("rho_scaling", "none") != "none":
+        form = "" if optim.get("rho_only_shrink", True) else ",unclamped"
+        parts.append(f"rho={optim['rho_scaling']}[{','.join(layers.get('rho_layers') or [])}{form}]")
+    return "+".join(parts) or "baseline"
+
+
+def extra_label(axes: dict | None) -> str:
+    return " ".join(f"{k}={v}" for k, v in (axes or {}).items() if k not in CORE_AXES)
+
+
+def variant_label(config: dict, axes: dict | None = None) -> str:
+    """The core label with the sweep's other axes (e.g. a network size) appended."""
+    return " ".join(p for p in (core_label(config), extra_label(axes)) if p)
+
+
+def frames_per_step(config: dict) -> int:
+    """Emulator frames per agent step: the run's frame skip on Atari, 1 elsewhere."""
+    env = config.get("env") or {}
+    return int(env.get("frame_skip", 4)) if env.get("suite") == "atari" else 1
+
+
+def find_run_dirs(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    found, problems = [], []
+    for path in paths:
+        if not path.exists():
+            problems.append(f"{path}: not found")
+        elif (path / "config.yaml").is_file():
+            found.append(path)
+        else:
+            runs = sorted(p.parent for p in path.rglob("config.yaml"))
+            if not runs:
+                problems.append(f"{path}: no run directories inside")
+            found.extend(runs)
+    return sorted(set(found)), problems
+
+
+def _records(path: Path) -> list[dict]:
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            step = record["step"]
+            if isinstance(step, bool) or not isinstance(step, int):
+                raise TypeError
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            if number == len(lines):   # a run still being written may end in a partial line
+                break
+            raise ValueError(f"malformed metrics.jsonl line {number}") from None
+        records.append(record)
+    return records
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"unreadable {what}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} is not a mapping")
+    return data
+
+
+def load_run(path: Path) -> Run:
+    """Raise ValueError with the reason when the run cannot be used."""
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text())
+        env = config["env"]
+        agent, suite, game, seed = config["agent"], env["suite"], env["game"], int(config.get("seed", 0))
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"unreadable config.yaml ({type(exc).__name__})") from None
+    if not (path / "metrics.jsonl").is_file():
+        raise ValueError("no metrics.jsonl")
+    records = _records(path / "metrics.jsonl")
+    evals = [(r["step"], r["eval/episode_return"]) for r in records if "eval/episode_return" in r]
+    curve = [(s, float(v)) for s, v in evals if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not curve:
+        raise ValueError("no finite evaluation yet" if evals else "no evaluation yet")
+    sigmas: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        for key, value in r.items():
+            if key.startswith("spectral/sigma/") and isinstance(value, (int, float)) and math.isfinite(value):
+                sigmas.setdefault(key[len("spectral/sigma/"):], []).append((r["step"], float(value)))
+    axes = _read_json(path / "sweep_cell.json", "sweep_cell.json") if (path / "sweep_cell.json").is_file() else {}
+    summary = _read_json(path / "summary.json", "summary.json") if (path / "summary.json").is_file() else None
+    diverged = bool(summary and summary.get("diverged"))
+    return Run(path, agent, suite, game, seed, core_label(config), extra_label(axes), summary is not None, diverged,
+               bool(summary and "stopped_at_return" in summary), max(r["step"] for r in records), curve, sigmas,
+               frames_per_step(config), len(evals) - len(curve))
+
+
+def game_labels(runs: list[Run]) -> None:
+    """Runs of one game id in two suites (Atari and MinAtar Breakout) are never one row: such games
+    are labelled suite/game."""
+    suites: dict[str, set[str]] = {}
+    for r in runs:
+        suites.setdefault(r.game, set()).add(r.suite)
+    for r in runs:
+        r.row = f"{r.suite}/{r.game}" if len(suites[r.game]) > 1 else r.game
