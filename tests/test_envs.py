@@ -124,3 +124,40 @@ def test_atari_paper_protocol_life_loss_and_clipping():
     for _ in range(200):
         step = evaluation.step(np.array([1]))
         assert not (step.terminal & ~step.episode_end).any()
+
+
+@pytest.mark.parametrize("game, cap", [("space_invaders", 400), ("space_invaders", 800), ("breakout", 400)])
+def test_frame_capped_episode_ends_with_the_whole_last_observation(game, cap):
+    """At the frame cap the final observation is the one the emulator shows after that step: the
+    same stack as an uncapped copy of the env, stepped with the same actions, shows at that step.
+    (ale-py's own cap cuts the last step short and returns a wrong newest frame.)"""
+    from ale_py.vector_env import AtariVectorEnv
+    n = 3
+    seeds = SeedStreams(7).env_seeds(TRAIN_ENV, n)
+    env = make_vec_env(EnvConfig(suite="atari", game=game, max_episode_frames=cap), seeds, training=False)
+    reference = AtariVectorEnv(game, n, autoreset_mode="SameStep", max_num_frames_per_episode=10**7,
+                               reward_clipping=False, use_fire_reset=False, noop_max=30, repeat_action_probability=0.0)
+    obs = env.reset()
+    ref_obs, _ = reference.reset(seed=np.array([ale_seed(w) for w in seeds]))
+    assert np.array_equal(obs, ref_obs)
+    actions = np.random.default_rng(0).integers(0, env.num_actions, size=(cap // 4 + 5, n))
+    steps = cap // 4
+    for t in range(steps):
+        out = env.step(actions[t])
+        ref_obs, _, ref_term, _, _ = reference.step(actions[t].astype(np.int64))
+        if t < steps - 1:
+            assert not out.episode_end[~ref_term].any() and np.array_equal(out.obs[~ref_term], ref_obs[~ref_term])
+    capped = out.episode_end & ~out.terminal & ~ref_term   # truncated here (not ended by the game)
+    assert capped.all() or capped.sum() >= 1
+    for e in np.flatnonzero(capped):
+        assert np.array_equal(out.final_obs[e], ref_obs[e]), f"env {e}: final observation differs from the emulator's"
+        assert not np.array_equal(out.obs[e], ref_obs[e])   # the env was reset: a new episode starts
+
+
+def test_noop_starts_draw_0_to_29_as_the_papers_code():
+    """ale-py's noop_max=30 draws 0-29 no-ops, as the paper's code (random.randrange(30)) does."""
+    from ale_py.vector_env import AtariVectorEnv
+    env = AtariVectorEnv("pong", 128, noop_max=30, repeat_action_probability=0.0, use_fire_reset=False)
+    _, info = env.reset(seed=np.arange(128))
+    noops = np.asarray(info["episode_frame_number"])
+    assert noops.min() >= 0 and noops.max() <= 29 and len(set(noops.tolist())) >= 20

@@ -17,7 +17,7 @@ class EnvConfig:
     game: str = "breakout"
     """Game id within the suite, e.g. ``pong`` / ``space_invaders`` (Atari), ``breakout`` (MinAtar), ``chain`` (test)."""
     protocol: Literal["paper", "sticky"] = "paper"
-    """Atari protocol (docs/protocols.md): ``paper`` = no sticky actions, 0-30 no-op starts, life loss
+    """Atari protocol (docs/protocols.md): ``paper`` = no sticky actions, 0-29 no-op starts, life loss
     terminal in training; ``sticky`` = Machado et al. 2018 (repeat-action probability 0.25, no no-op
     starts, no life-loss terminal)."""
     clip_rewards: bool = True

@@ -64,7 +64,14 @@ def training_reward(raw: np.ndarray, clip: bool) -> np.ndarray:
 
 
 class AtariVecEnv:
-    """N ALE games stepped in C++ threads (``ale_py.vector_env.AtariVectorEnv``)."""
+    """N ALE games stepped in C++ threads (``ale_py.vector_env.AtariVectorEnv``).
+
+    The frame cap is applied here, on a step boundary: an episode is truncated after the first
+    agent step at which it has run ``max_episode_frames`` frames (no-op starts not counted, as
+    ale-py counts them), and that env alone is reset.  ale-py's own cap is set beyond ours, because
+    when it cuts an episode (ale-py 0.11 and 0.12 at least) the final observation's newest frame is
+    wrong: the step loop stops before the last frame is captured and max-pooled.
+    """
 
     def __init__(self, cfg: EnvConfig, num_envs: int, seeds: list[np.ndarray], training: bool):
         from ale_py.vector_env import AtariVectorEnv
@@ -76,11 +83,13 @@ class AtariVecEnv:
         self.clip_rewards = training and cfg.clip_rewards
         self.life_loss_terminal = training and paper
         self._seeds: np.ndarray | None = np.array([ale_seed(w) for w in seeds], dtype=np.int64)
+        self.max_steps = -(-cfg.max_episode_frames // cfg.frame_skip)   # agent steps per episode, rounded up
+        self._steps = np.zeros(num_envs, np.int64)                       # agent steps into each episode
         self._env = AtariVectorEnv(
             cfg.game,
             num_envs,
             autoreset_mode="SameStep",
-            max_num_frames_per_episode=cfg.max_episode_frames,
+            max_num_frames_per_episode=(self.max_steps + 1) * cfg.frame_skip,   # never reached: see above
             repeat_action_probability=0.0 if paper else 0.25,
             noop_max=30 if paper else 0,
             frameskip=cfg.frame_skip,
@@ -103,6 +112,7 @@ class AtariVecEnv:
         obs, info = self._env.reset(seed=self._seeds)   # None after the first reset: streams go on
         self._seeds = None
         self._lives = np.asarray(info["lives"], dtype=np.int64).copy()
+        self._steps[:] = 0
         return obs
 
     def send(self, actions: np.ndarray) -> None:
@@ -116,13 +126,23 @@ class AtariVecEnv:
     def recv(self) -> Step:
         obs, reward, terminated, truncated, info = self._env.recv()
         raw = np.asarray(reward, dtype=np.float32)
-        episode_end = terminated | truncated
-        lives = np.asarray(info["lives"], dtype=np.int64)
+        lives = np.asarray(info["lives"], dtype=np.int64).copy()
+        final_obs = info["final_obs"] if "final_obs" in info else obs
+        self._steps += 1
+        capped = (self._steps >= self.max_steps) & ~(terminated | truncated)
+        if capped.any():   # truncate at this step boundary: the observation is whole; reset these envs alone
+            final_obs = final_obs.copy()
+            final_obs[capped] = obs[capped]
+            fresh, fresh_info = self._env.reset(options={"reset_mask": capped})
+            obs = obs.copy()
+            obs[capped] = fresh[capped]
+            lives[capped] = np.asarray(fresh_info["lives"])[capped]
+        episode_end = terminated | truncated | capped
         terminal = terminated.copy()
         if self.life_loss_terminal:
             terminal |= (lives < self._lives) & ~episode_end
-        self._lives = lives.copy()
-        final_obs = info["final_obs"] if "final_obs" in info else obs
+        self._lives = lives
+        self._steps[episode_end] = 0
         return Step(obs, training_reward(raw, self.clip_rewards), raw, terminal, episode_end, final_obs)
 
     def state_dict(self) -> dict:
