@@ -28,32 +28,70 @@ def print_result(summary: dict, run_dir: Path, eval_steps: int) -> None:
         print(f"final evaluation: no episode finished within loop.eval_steps={eval_steps} agent steps")
 
 
+def finished_line(done: dict, cfg) -> str | None:
+    """Why a run with a summary has nothing left to do, or None when its budget now reaches further."""
+    if done.get("diverged"):
+        return (f"diverged after step {int(done.get('diverged_after_step', 0)):,}; nothing to resume "
+                f"(--replace starts it over)")
+    if "stopped_at_return" in done:
+        return f"stopped at step {int(done['step']):,}, past loop.stop_return; nothing to resume"
+    if done.get("step", 0) >= cfg.loop.total_steps:
+        return f"finished at step {int(done['step']):,}; nothing to resume (its summary is kept)"
+    return None
+
+
+def resume_run(args):
+    """(config, run dir, lock) of a run to resume, or None when it has nothing left to do.
+    ``--total-steps`` extends (or sets) the budget in its config.yaml first; the change is recorded."""
+    from rlsmooth.agents.preflight import load_train_config
+    from rlsmooth.training.rundir import CHECKPOINT, lock_existing, read_config, read_summary, set_total_steps
+    if args.config or args.overrides or args.out:
+        raise ConfigError("--resume takes the run directory and, optionally, --total-steps (its config.yaml is reused)")
+    run_dir = Path(args.resume)
+    data = read_config(run_dir)
+    if args.total_steps is not None:
+        data.setdefault("loop", {})["total_steps"] = args.total_steps
+    cfg = load_train_config(data)   # the new budget is checked before anything is written
+    lock = lock_existing(run_dir)
+    try:
+        done = read_summary(run_dir)
+        if done is not None and args.total_steps is not None and args.total_steps < done.get("step", 0):
+            raise ConfigError(f"--total-steps {args.total_steps:,} is below the {int(done['step']):,} steps "
+                              f"{run_dir} has already run")
+        if args.total_steps is not None:
+            set_total_steps(run_dir, args.total_steps)
+        reason = finished_line(done, cfg) if done is not None else None
+        if reason:
+            lock.release()
+            print(f"{run_dir} {reason}")
+            print_result(done, run_dir, cfg.loop.eval_steps)
+            return None
+        if not (run_dir / CHECKPOINT).is_file():
+            raise ConfigError(f"{run_dir} has no checkpoint to resume from ({CHECKPOINT})")
+    except BaseException:
+        lock.release()
+        raise
+    return cfg, run_dir, lock
+
+
 def cmd_train(args) -> int:
     from rlsmooth.agents import AGENTS
-    from rlsmooth.config.yaml_files import apply_overrides, load_yaml
     from rlsmooth.agents.preflight import load_train_config
-    from rlsmooth.training.rundir import (CHECKPOINT, CONFIG_FILE, default_run_dir, lock_existing,
-                                          prepare_new, read_config, read_summary)
+    from rlsmooth.config.yaml_files import apply_overrides, load_yaml
+    from rlsmooth.training.rundir import CHECKPOINT, CONFIG_FILE, default_run_dir, prepare_new
     from rlsmooth.training.runtime import resolve_device
 
+    existed = True
     if args.resume:
-        if args.config or args.overrides or args.out:
-            raise ConfigError("--resume takes only the run directory (its config.yaml is reused)")
-        run_dir = Path(args.resume)
-        cfg = load_train_config(read_config(run_dir))
-        lock = lock_existing(run_dir)
-        done = read_summary(run_dir)
-        if done is not None and (done.get("step", 0) >= cfg.loop.total_steps or "stopped_at_return" in done):
-            lock.release()
-            print(f"{run_dir} finished at step {int(done['step'])}; nothing to resume (its summary is kept)")
-            print_result(done, run_dir, cfg.loop.eval_steps)
+        resumed = resume_run(args)
+        if resumed is None:
             return 0
-        if not (run_dir / CHECKPOINT).is_file():
-            lock.release()
-            raise ConfigError(f"{run_dir} has no checkpoint to resume from ({CHECKPOINT})")
+        cfg, run_dir, lock = resumed
     else:
         if not args.config:
             raise ConfigError("train needs a CONFIG.yaml (or --resume RUN_DIR)")
+        if args.total_steps is not None:
+            raise ConfigError("--total-steps goes with --resume; for a new run, override loop.total_steps=N")
         cfg = load_train_config(apply_overrides(load_yaml(args.config), args.overrides))
         resolve_device(cfg.device)   # before --replace deletes anything
         run_dir = Path(args.out) if args.out else default_run_dir(cfg.agent, cfg.env.suite, cfg.env.game, cfg.seed)
@@ -64,11 +102,14 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:
         return 130
     except (UserError, OSError):
-        if not args.resume and not existed and not (run_dir / CONFIG_FILE).exists():
+        if not existed and not (run_dir / CONFIG_FILE).exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # created by this call, nothing written yet
         raise
     finally:
         lock.release()
+    if summary.get("diverged"):
+        print(f"diverged after step {int(summary['diverged_after_step']):,}: summary.json records it "
+              f"with the evaluations so far")
     print_result(summary, run_dir, cfg.loop.eval_steps)
     print(f"logs: {run_dir / 'metrics.jsonl'}  checkpoint: {run_dir / CHECKPOINT}")
     return 0
@@ -122,7 +163,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.add_argument("--out", help="run directory (default: runs/<agent>-<suite>-<game>-s<seed>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    p.add_argument("--replace", action="store_true", help="delete an existing run directory at --out first")
+    p.add_argument("--replace", action="store_true", help="delete an existing rlsmooth run directory at --out first")
+    p.add_argument("--total-steps", type=int, default=None, metavar="N",
+                   help="with --resume: continue the run to N agent steps (extends a finished run)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a saved agent")

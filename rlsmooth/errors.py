@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 import re
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+# terminal escape sequences: CSI (colours, cursor), OSC (window title ...), and two-byte ESC commands
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|\x1b[@-_]|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class UserError(Exception):
@@ -16,8 +18,9 @@ class ConfigError(UserError, ValueError):
 
 
 def one_line(text: str) -> str:
-    """``text`` without terminal escape codes, its whitespace (newlines included) collapsed: whole, never cut."""
-    return " ".join(_ANSI.sub("", str(text)).split())
+    """``text`` without terminal escape sequences or any other control character, its whitespace
+    (newlines included) collapsed: whole, never cut."""
+    return " ".join(_CONTROL.sub("", _ESCAPES.sub("", str(text))).split())
 
 
 def os_error_line(exc: OSError) -> str:

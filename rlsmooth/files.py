@@ -2,7 +2,9 @@
 file, fsync, rename, fsync of the directory) with their clean-up."""
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -38,7 +40,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=TEMP_SUFFIX, dir=path.parent)
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write {path}: {write_failure(exc, path.parent)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -48,11 +50,35 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         _fsync_directory(path.parent)
     except (OSError, RuntimeError) as exc:   # torch's zip writer reports a full disk as RuntimeError
         Path(tmp).unlink(missing_ok=True)
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
-        raise UserError(f"cannot write {path}: {reason}") from None
+        raise UserError(f"cannot write {path}: {write_failure(exc, path.parent)}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+FULL_BELOW = 64 * 2**20
+"""A write that fails without an OS error code (torch's zip writer says ``unexpected pos ...`` when the
+disk fills) on a file system with less free space than this is reported as a full disk."""
+
+
+def write_failure(exc: BaseException, directory: Path) -> str:
+    """Why a write failed, in words a user can act on: no space left (and how much is free), a
+    read-only file system, a directory that is gone, no permission; else the error's own words."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code == errno.EROFS:
+        return "the file system is read-only"
+    if code == errno.ENOENT or not directory.is_dir():
+        return f"the directory {directory} is gone"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"permission denied in {directory}"
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        free = None
+    if code in (errno.ENOSPC, errno.EDQUOT) or (code is None and free is not None and free < FULL_BELOW):
+        return f"no space left on the device ({free:,} bytes free on that file system)" if free is not None \
+            else "no space left on the device"
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

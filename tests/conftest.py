@@ -50,3 +50,18 @@ def run_cli(*args, check=False, timeout=300):
     if check and proc.returncode != 0:
         raise AssertionError(f"run.py {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def files(run_dir):
+    """Every file under ``run_dir`` and its bytes: what a refusal must leave as it was."""
+    return {p.relative_to(run_dir): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "\x1b" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

@@ -197,7 +197,7 @@ def train_value_agent(cfg: TrainConfig, run_dir: Path | None, head: ValueHead, r
     stateful = {"net": net, "target": target, "optimizer": learner.optimizer}
     if loop.save_replay:
         stateful["replay"] = replay
-    run.begin(stateful, learner.layers, learner.estimators, optional=("replay",),
+    run.begin(stateful, learner.layers, learner.estimators,
               counters={"updates": 0, "update_credit": 0.0, "last_target_copy": 0})
     with_replay = run.state is not None and "replay" in run.state
     if not (run.env_restored and with_replay):

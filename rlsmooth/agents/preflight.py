@@ -29,9 +29,13 @@ def load_train_config(data: dict) -> TrainConfig:
     obs_shape, frame_channels = env.obs_shape, env.frame_channels
     env.close()
     net = AGENTS[cfg.agent].build(cfg, obs_shape, env.num_actions)   # on the CPU, then dropped
-    select_layers(net, cfg.spectral.layers, "spectral.layers")
+    normalised = select_layers(net, cfg.spectral.layers, "spectral.layers")
     select_layers(net, cfg.spectral.track, "spectral.track")
-    rho_layer_names(net, cfg.optim)
+    both = [n for n in rho_layer_names(net, cfg.optim) if n in normalised]
+    if both:
+        raise ConfigError(f"optim.rho_scaling={cfg.optim.rho_scaling} on {', '.join(both)}, which spectral.layers "
+                          f"also normalises: SN already rescales that layer's step, so rho-scaling it would do it twice; "
+                          f"use one or the other (docs/method.md)")
     check_memory(cfg, obs_shape, frame_channels)
     return cfg
 

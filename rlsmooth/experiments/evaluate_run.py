@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from rlsmooth.agents import AGENTS, algo_classes
+from rlsmooth.config.coerce import to_dict
 from rlsmooth.config.sections import parse_train_config
 from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.envs import make_vec_env
@@ -22,7 +23,15 @@ def evaluate_run(run_dir: Path, episodes: int, device_name: str = "auto", greedy
         raise ConfigError("--episodes must be >= 1")
     cfg = parse_train_config(read_config(run_dir), algo_classes())
     module = AGENTS[cfg.agent]
-    state = ckpt.load(Path(run_dir) / CHECKPOINT, required=("step", "net"))
+    path = Path(run_dir) / CHECKPOINT
+    state = ckpt.load(path)
+    if "net" not in state:
+        raise ConfigError(f"checkpoint {path} lacks 'net': it is damaged or was written by something else")
+    ckpt.check(state, path)
+    shaping, _ = ckpt.config_changes(state["config"], to_dict(cfg))
+    if shaping:
+        raise ConfigError(f"{Path(run_dir) / 'config.yaml'} disagrees with its checkpoint: {ckpt.describe(shaping)}; "
+                          f"the checkpoint's network belongs to the run it was written by")
     device = resolve_device(device_name)
     env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(EVAL_CLI, min(cfg.env.eval_num_envs, episodes)),
                        training=False)

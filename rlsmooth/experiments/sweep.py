@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -32,13 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from rlsmooth.agents.preflight import load_train_config
+from rlsmooth.config.coerce import to_dict
 from rlsmooth.config.yaml_files import apply_overrides, load_yaml, parse_yaml
 from rlsmooth.errors import ConfigError
-from rlsmooth.files import read_text
-from rlsmooth.files import atomic_write_text
-from rlsmooth.training.rundir import CHECKPOINT, SUMMARY_FILE
-from rlsmooth.training.runtime import available_cores
-from rlsmooth.agents.preflight import load_train_config
+from rlsmooth.files import atomic_write_text, read_text
+from rlsmooth.training.rundir import CHECKPOINT, SUMMARY_FILE, has_run_content, in_use
+from rlsmooth.training.runtime import available_cores, env_threads
 
 CELL_FILE = "sweep_cell.json"
 SHORTHAND = {"game": "env.game", "seed": "seed", "agent": "agent"}
@@ -116,19 +117,28 @@ def load_sweep(path: str | Path, out: str | None = None, extra: list[str] = ()) 
             raise ConfigError(f"{path}: two cells would share the run directory {cell.run_dir} "
                               f"(duplicate value in an axis: {cell.name})")
         seen[cell.name] = cell
+    resolved: dict[str, Cell] = {}
     for cell in cells:  # validate every cell's config before running anything
-        load_train_config(apply_overrides(load_yaml(base), list(cell.overrides)))
+        cfg = load_train_config(apply_overrides(load_yaml(base), list(cell.overrides)))
+        key = json.dumps(to_dict(cfg), sort_keys=True, default=str)   # values after type coercion
+        if key in resolved:
+            raise ConfigError(f"{path}: cells {resolved[key].name} and {cell.name} resolve to the same config "
+                              f"(an axis lists one value twice, e.g. 1 and 1.0)")
+        resolved[key] = cell
     return Sweep(path, base, sweep_out, cells, spec.get("resources") or {})
 
 
 def cell_state(run_dir: Path) -> str:
+    """done | running (another process holds the cell) | resume | restart | pending."""
+    if run_dir.is_dir() and in_use(run_dir):
+        return "running"
     if (run_dir / SUMMARY_FILE).is_file():
         return "done"
     if (run_dir / CHECKPOINT).is_file():
         return "resume"
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.exists() and (not run_dir.is_dir() or has_run_content(run_dir)):
         return "restart"
-    return "pending"
+    return "pending"   # absent, empty, or only rlsmooth's own leftovers
 
 
 def cell_command(cell: Cell, base: Path, threads: int) -> list[str]:
@@ -141,25 +151,36 @@ def cell_command(cell: Cell, base: Path, threads: int) -> list[str]:
     return command + (["--replace"] if cell.state == "restart" else [])
 
 
+def _end_with_parent() -> None:
+    """In a cell's process (Linux): receive SIGTERM when the sweep that started it dies, however it
+    dies (SIGKILL included), so no cell trains on unwatched; SIGTERM makes it checkpoint and stop."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run_cell_process(command: list[str], log: str, cell_json: str, run_dir: str, axes: dict,
                      threads: int = 0) -> tuple[int, str]:
     """Run one cell as a subprocess (also the body of the Ray task); returns (exit code, last line).
 
-    ``threads`` > 0 caps the run's intra-op threads: runs sharing cores with spinning OpenMP
-    threads slow down many-fold.
+    The cell's axes go into ``sweep_cell.json`` before it starts, so a report labels a cell that is
+    still running as it labels a finished one.  ``threads`` > 0 caps the run's intra-op threads:
+    runs sharing cores with spinning OpenMP threads slow down many-fold.
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     if threads > 0:
-        env.setdefault("OMP_NUM_THREADS", str(threads))
-        env.setdefault("MKL_NUM_THREADS", str(threads))
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
+    if not Path(run_dir).exists() or Path(run_dir).is_dir():
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cell_json, json.dumps(axes))
     with open(log, "a") as f:
         f.write("$ " + " ".join(command) + "\n")
         f.flush()
-        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if Path(run_dir).is_dir() and (Path(run_dir) / "config.yaml").is_file():
-        atomic_write_text(cell_json, json.dumps(axes))
+        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=_end_with_parent)
     lines = [l for l in Path(log).read_text().splitlines() if l.strip()]
     return code, (lines[-1] if lines else "")
 
@@ -169,14 +190,14 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: b
     for cell in sweep.cells:
         cell.state = cell_state(cell.run_dir)
         cell.log = sweep.out / "logs" / f"{cell.name}.log"
-    todo = [c for c in sweep.cells if c.state != "done"]
+    todo = [c for c in sweep.cells if c.state not in ("done", "running")]
     if dry_run:
         for cell in sweep.cells:
             print(f"{cell.state:8s} {cell.name}  ->  {cell.run_dir}")
         print(f"{len(sweep.cells)} cells, {len(todo)} to run")
         return sweep.cells
     sweep.out.mkdir(parents=True, exist_ok=True)
-    threads = (max(1, available_cores() // max(1, workers)) if backend == "local"
+    threads = (env_threads() or max(1, available_cores() // max(1, workers)) if backend == "local"
                else int(sweep.resources.get("num_cpus", 1)))
     jobs = [(cell_command(c, sweep.base, threads), str(c.log), str(c.run_dir / CELL_FILE), str(c.run_dir), c.axes, threads)
             for c in todo]
@@ -193,6 +214,10 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: b
         cell.final_return = final_eval_return(cell.run_dir)
         if cell.state == "done":
             cell.state = "skipped (done)"
+        elif cell.state == "running":
+            cell.state = "running elsewhere"
+        if not cell.state.startswith("failed") and summary_says_diverged(cell.run_dir):
+            cell.state = "diverged"
     print_summary(sweep.cells)
     return sweep.cells
 
@@ -207,6 +232,13 @@ def _run_ray(jobs: list, resources: dict, address: str | None) -> list[tuple[int
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     task = ray.remote(num_cpus=resources.get("num_cpus", 1), num_gpus=resources.get("num_gpus", 0))(run_cell_process)
     return ray.get([task.remote(*job) for job in jobs])
+
+
+def summary_says_diverged(run_dir: Path) -> bool:
+    try:
+        return bool(json.loads((run_dir / SUMMARY_FILE).read_text()).get("diverged"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def final_eval_return(run_dir: Path) -> float | None:

@@ -9,7 +9,10 @@ from torch import nn
 
 
 def srank(features: torch.Tensor, delta: float = 0.01) -> int:
-    """Effective rank (Kumar et al. 2021): smallest k with sum_{i<=k} s_i >= (1 - delta) * sum_i s_i."""
+    """Effective rank (Kumar et al. 2021): smallest k with sum_{i<=k} s_i >= (1 - delta) * sum_i s_i;
+    0 for features that are not finite (a diverged network: diagnostics never raise)."""
+    if not torch.isfinite(features).all():
+        return 0
     s = torch.linalg.svdvals(features.double())
     if s.sum() <= 0:
         return 0

@@ -16,7 +16,7 @@ import yaml
 
 from rlsmooth.config.yaml_files import parse_yaml
 from rlsmooth.errors import ConfigError, UserError
-from rlsmooth.files import atomic_write_text, read_text, remove_temp_files
+from rlsmooth.files import TEMP_SUFFIX, atomic_write_text, read_text, remove_temp_files
 from rlsmooth.training.runtime import available_cores
 
 CONFIG_FILE = "config.yaml"
@@ -57,32 +57,90 @@ class RunLock:
             self._fd = None
 
 
-def _is_run_content(path: Path) -> bool:
-    return path.name != LOCK_FILE
+SIDECAR_FILES = (LOCK_FILE, "sweep_cell.json")
+"""Files rlsmooth keeps beside a run's own (the lock; the sweep's record of a cell's axes): never run content."""
+MARKER = {"written_by": "rlsmooth"}
+"""What every config.yaml rlsmooth writes carries in its ``meta``: how --replace knows a run directory."""
+
+
+def _leftover(path: Path) -> bool:
+    """rlsmooth's own sidecar files, and temp files of its interrupted writes (``<name>.<random>.tmp``)."""
+    return path.name in SIDECAR_FILES or (path.is_file() and path.name.endswith(TEMP_SUFFIX)
+                                          and path.name.split(".", 1)[0] in ("config", "summary", "metrics"))
+
+
+def is_run_directory(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds a config.yaml that rlsmooth wrote (its meta says so)."""
+    try:
+        data = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    meta = data.get("meta") if isinstance(data, dict) else None
+    if not isinstance(meta, dict):
+        return False
+    legacy = isinstance(meta.get("packages"), dict) and "rlsmooth" in meta["packages"] and "git_commit" in meta
+    return meta.get("written_by") == MARKER["written_by"] or legacy
+
+
+def _content(run_dir: Path) -> list[Path]:
+    return [p for p in run_dir.iterdir() if not _leftover(p)] if run_dir.is_dir() else []
+
+
+def has_run_content(run_dir: Path) -> bool:
+    """Anything in ``run_dir`` beyond rlsmooth's own lock, sidecar and temp files."""
+    return bool(_content(run_dir))
+
+
+def in_use(run_dir: Path) -> bool:
+    """True while another process holds the run directory's lock (it is training there)."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)   # closing releases a lock this call took
+    return False
 
 
 def prepare_new(run_dir: Path, replace: bool) -> RunLock:
     """Lock ``run_dir`` and make sure it is empty; an existing run is refused unless ``replace`` wipes it.
 
-    The emptiness check comes after the lock, so two processes started together cannot both pass it.
+    A directory holding only rlsmooth's own lock, sidecar and temp files counts as empty (a run killed
+    while writing its first config.yaml leaves only those).  Nothing is written, the lock included,
+    before the directory is known to be empty or an rlsmooth run directory to replace; the check is
+    repeated under the lock, so two processes started together cannot both pass it.
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} is a file, not a directory")
+    _refuse_unless_free(run_dir, replace)
     lock = RunLock(run_dir).acquire()
     try:
-        content = [p for p in run_dir.iterdir() if _is_run_content(p)]
-        if content:
-            if not replace:
-                raise UserError(f"run directory {run_dir} already exists; use --resume {run_dir} to continue it "
-                                f"or --replace to start it over")
-            if not (run_dir / CONFIG_FILE).exists():
-                raise UserError(f"--replace refused: {run_dir} does not look like an rlsmooth run directory")
-            for path in content:
+        _refuse_unless_free(run_dir, replace)
+        for path in run_dir.iterdir():
+            if path.name not in SIDECAR_FILES and (replace or _leftover(path)):
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     except BaseException:
         lock.release()
         raise
     return lock
+
+
+def _refuse_unless_free(run_dir: Path, replace: bool) -> None:
+    if not _content(run_dir):
+        return
+    ours = is_run_directory(run_dir)
+    if not replace:
+        hint = (f"use --resume {run_dir} to continue it or --replace to start it over" if ours
+                else "it holds files rlsmooth did not write: choose another --out")
+        raise UserError(f"run directory {run_dir} already exists; {hint}")
+    if not ours:
+        raise UserError(f"--replace refused: {run_dir} is not an rlsmooth run directory (no config.yaml written by "
+                        f"rlsmooth); nothing was deleted")
 
 
 def lock_existing(run_dir: Path) -> RunLock:
@@ -127,7 +185,26 @@ def provenance(device: torch.device) -> dict:
 
 
 def write_config(run_dir: Path, config: dict, meta: dict) -> None:
-    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump({**config, "meta": meta}, sort_keys=False))
+    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump({**config, "meta": {**MARKER, **meta}}, sort_keys=False))
+
+
+def set_total_steps(run_dir: Path, total_steps: int) -> None:
+    """Set ``loop.total_steps`` in a run's config.yaml (resume compares it with the checkpoint's and
+    records the change in meta)."""
+    data = read_config(run_dir)
+    if (data.get("loop") or {}).get("total_steps") != total_steps:
+        data.setdefault("loop", {})["total_steps"] = total_steps
+        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(data, sort_keys=False))
+
+
+def record_resume(run_dir: Path, step: int, changes: dict) -> None:
+    """Note in config.yaml's meta which keys changed (allowed) when the run resumed at ``step``."""
+    data = read_config(run_dir)
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    resumed = meta.get("resumed") if isinstance(meta.get("resumed"), list) else []
+    resumed.append({"step": step, "changed": {k: [a, b] for k, (a, b) in changes.items()}})
+    data["meta"] = {**meta, "resumed": resumed}
+    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(data, sort_keys=False))
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 
 import torch
@@ -18,11 +19,20 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def env_threads() -> int | None:
+    """OMP_NUM_THREADS when it is set to a positive number."""
+    pinned = os.environ.get("OMP_NUM_THREADS", "")
+    return int(pinned) if pinned.isdigit() and int(pinned) > 0 else None
+
+
 def set_threads(threads: int) -> int:
     """Torch intra-op threads: ``threads``; for 0, OMP_NUM_THREADS when it is set, else every available
-    core.  Returns the number set."""
-    pinned = os.environ.get("OMP_NUM_THREADS", "")
-    count = threads or (int(pinned) if pinned.isdigit() and int(pinned) > 0 else available_cores())
+    core.  More threads than cores this process may use get a warning (they spin against each other).
+    Returns the number set."""
+    count = threads or env_threads() or available_cores()
+    if count > available_cores():
+        print(f"warning: threads={count} but this process may use {available_cores()} core(s): "
+              f"spinning threads that share cores slow the run down", file=sys.stderr)
     torch.set_num_threads(count)
     return count
 
@@ -41,7 +51,8 @@ class StopFlag:
 
 @contextlib.contextmanager
 def interrupt_guard():
-    """Turn Ctrl-C into a flag the loop checks between iterations, so a checkpoint is consistent."""
+    """Turn Ctrl-C and SIGTERM (a sweep that is ended, a cluster's stop) into a flag the loop checks
+    between iterations, so the checkpoint written on the way out is consistent."""
     flag = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -50,8 +61,9 @@ def interrupt_guard():
     def handler(signum, frame):
         flag.requested = True
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

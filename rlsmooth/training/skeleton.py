@@ -1,9 +1,10 @@
 """The run skeleton every training loop shares.
 
 A loop (value-based or actor-critic) holds only its act / learn logic; everything around it is
-here: device, seed streams and envs; restoring a checkpoint; provenance in ``config.yaml``;
-logging with episode statistics and windowed means; the checkpoint payload; the
-evaluate / checkpoint / Ctrl-C schedule on agent-step intervals; and the end of the run.
+here: device, seed streams and envs; restoring a checkpoint (checked whole, and its config against
+``config.yaml``); provenance in ``config.yaml``; logging with episode statistics and windowed
+means; the checkpoint payload; the evaluate / checkpoint / Ctrl-C schedule on agent-step
+intervals; divergence; and the end of the run.
 
 Exactness: the checkpoint holds the running episode statistics and the open logging window's
 sums, so a run killed at any checkpoint and resumed writes the same ``metrics.jsonl`` as an
@@ -19,13 +20,15 @@ import torch
 
 from rlsmooth.config.coerce import to_dict
 from rlsmooth.config.sections import TrainConfig
+from rlsmooth.errors import ConfigError
 from rlsmooth.pieces import seeding
 from rlsmooth.pieces.envs import make_vec_env
 from rlsmooth.pieces.seeding import SeedStreams
 from rlsmooth.pieces.spectral import sigma_metrics
 from rlsmooth.training import checkpoint as ckpt
+from rlsmooth.training.divergence import nonfinite_metrics, nonfinite_parameters
 from rlsmooth.training.logger import Logger, Sink, run_dir_sinks
-from rlsmooth.training.rundir import CHECKPOINT, provenance, write_config, write_summary
+from rlsmooth.training.rundir import CHECKPOINT, provenance, record_resume, write_config, write_summary
 from rlsmooth.training.run_stats import EpisodeStats, MeanWindow
 from rlsmooth.training.runtime import interrupt_guard, resolve_device, set_threads
 
@@ -50,6 +53,22 @@ def maybe_compile(fn: Callable, enabled: bool, device: torch.device) -> Callable
     return torch.compile(fn, mode="reduce-overhead" if device.type == "cuda" else "default")
 
 
+def load_checked(run_dir: Path, cfg: TrainConfig) -> dict:
+    """The run's checkpoint, refused with one line when ``config.yaml`` changed since it was written in
+    a key that shapes the run (changes allowed on resume are recorded in ``config.yaml``'s meta)."""
+    path = run_dir / CHECKPOINT
+    state = ckpt.load(path)
+    ckpt.check(state, path)
+    shaping, allowed = ckpt.config_changes(state["config"], to_dict(cfg))
+    if shaping:
+        raise ConfigError(f"{run_dir / 'config.yaml'} changed since its checkpoint (step {state['step']:,}): "
+                          f"{ckpt.describe(shaping)}; a resumed run must be the same run (only the budget, logging, "
+                          f"evaluation and checkpoint periods, progress, threads and device may change)")
+    if allowed:
+        record_resume(run_dir, int(state["step"]), allowed)
+    return state
+
+
 class RunSkeleton:
     """Set-up, restore, logging, checkpointing and the schedule of one training run.
 
@@ -70,7 +89,7 @@ class RunSkeleton:
         self.streams = SeedStreams(cfg.seed)
         self.streams.seed_globals()
         self.rng = self.streams.generator(seeding.POLICY)
-        self.state = ckpt.load(run_dir / CHECKPOINT, required=("step", "counters", "rng", "run")) if resume else None
+        self.state = load_checked(run_dir, cfg) if resume else None
         start = int(self.state["step"]) if self.state else 0
         n = cfg.env.num_envs
         # a restart gets fresh env streams (its episodes start anew), keyed by the step it restarts at
@@ -86,37 +105,25 @@ class RunSkeleton:
         self.last_eval: dict[str, float] = {}
         self.obs = self.env.reset()
         self.env_restored = False
+        self.diverged: dict | None = None    # {"step", "since", "what"} once something became non-finite
+        self._last_finite_step = 0
 
     @property
     def step(self) -> int:
         return self.counters["step"]
 
     def running(self) -> bool:
-        """True while the budget lasts and no evaluation has passed ``loop.stop_return``."""
-        return self.step < self.total_steps and not self.counters["reached_stop_return"]
+        """True while the budget lasts, no evaluation has passed ``loop.stop_return`` and nothing diverged."""
+        return self.step < self.total_steps and not self.counters["reached_stop_return"] and self.diverged is None
 
     def begin(self, stateful: dict, layers: dict, estimators: dict, counters: dict | None = None,
-              messages: list[str] = (), optional: tuple[str, ...] = ()) -> None:
-        """Restore ``stateful`` ({name: object with state_dict}) from the checkpoint (names in ``optional``
-        only if the checkpoint has them), or write the run's config and provenance; open the logger."""
+              messages: list[str] = ()) -> None:
+        """Restore ``stateful`` ({name: object with state_dict}) from the checkpoint, or write the run's
+        config and provenance; open the logger."""
         self.stateful, self.estimators = stateful, estimators
         self.counters.update(counters or {})
-        source = f"checkpoint {self.run_dir / CHECKPOINT}"
         if self.state:
-            for name, target in stateful.items():
-                if name in self.state or name not in optional:
-                    ckpt.restore(target, self.state, name, source)
-            ckpt.restore(self.episodes, self.state["run"], "episodes", source)
-            ckpt.restore(self.window, self.state["run"], "window", source)
-            self.counters.update(self.state["counters"])
-            self.last_eval = dict(self.state["run"].get("last_eval", {}))
-            ckpt.set_rng_state(self.state["rng"], self.rng)
-            if self.env.load_state_dict(self.state["env"]):
-                self.obs = self.state["obs"].numpy()
-                self.env_restored = True
-            else:   # a fresh episode in every env: the running returns start over
-                self.episodes.ret[:] = 0.0
-                self.episodes.length[:] = 0
+            self._restore(stateful)
         elif self.run_dir is not None:
             meta = provenance(self.device)
             meta["protocol"] = self.cfg.env.protocol if self.cfg.env.suite == "atari" else None
@@ -133,11 +140,45 @@ class RunSkeleton:
         for m in messages:
             self.logger.message(m)
         self._last_time, self._last_step = time.perf_counter(), self.step
+        self._last_finite_step = self.step
+
+    def _restore(self, stateful: dict) -> None:
+        path = self.run_dir / CHECKPOINT
+        ckpt.check(self.state, path, self.counters, set(self.env.state_dict()), stateful)
+        source = f"checkpoint {path}"
+        for name, target in stateful.items():
+            ckpt.restore(target, self.state, name, source)
+        ckpt.restore(self.episodes, self.state["run"], "episodes", source)
+        ckpt.restore(self.window, self.state["run"], "window", source)
+        self.counters.update(self.state["counters"])
+        self.last_eval = dict(self.state["run"]["last_eval"])
+        ckpt.set_rng_state(self.state["rng"], self.rng)
+        if self.env.load_state_dict(self.state["env"]):
+            self.obs = self.state["obs"].numpy()
+            self.env_restored = True
+        else:   # a fresh episode in every env: the running returns start over
+            self.episodes.ret[:] = 0.0
+            self.episodes.length[:] = 0
 
     def advance(self, steps: int) -> int:
         self.counters["step"] += steps
         self.logger.progress(self.step)
         return self.step
+
+    def _check_finite(self, record: dict | None = None) -> bool:
+        """False, with ``self.diverged`` set and one line said, once a metric or a parameter is not finite."""
+        what = nonfinite_metrics(record or {})
+        net = self.stateful.get("net")
+        layers = nonfinite_parameters(net) if net is not None else []
+        if layers:
+            what.append(f"the parameters of {', '.join(layers)}")
+        if not what:
+            self._last_finite_step = self.step
+            return True
+        self.diverged = {"step": self.step, "since": self._last_finite_step, "what": ", ".join(what)}
+        self.logger.message(f"diverged between step {self._last_finite_step:,} and {self.step:,}: "
+                            f"{self.diverged['what']} not finite; training stops (the last checkpoint is kept)")
+        return False
 
     def log_if_due(self, final: bool, metrics: Callable[[], dict]) -> None:
         """Write a log line when due: ``metrics()`` plus episode statistics, window means and sigma."""
@@ -152,11 +193,13 @@ class RunSkeleton:
         if advance_if_due(self.counters, "next_sigma", step, self.cfg.spectral.log_every, final):
             record.update(sigma_metrics(self.estimators))
         self.logger.write(step, record)
+        self._check_finite({k: float(v) for k, v in record.items()})
 
     def checkpoint(self) -> None:
         if self.run_dir is None:
             return
-        payload = {"step": self.step, "counters": dict(self.counters), "rng": ckpt.rng_state(self.rng),
+        payload = {"format": ckpt.FORMAT, "step": self.step, "counters": dict(self.counters),
+                   "config": to_dict(self.cfg), "rng": ckpt.rng_state(self.rng),
                    "env": self.env.state_dict(), "obs": torch.from_numpy(self.obs.copy()),
                    "run": {"episodes": self.episodes.state_dict(), "window": self.window.state_dict(),
                            "last_eval": dict(self.last_eval)}}
@@ -165,10 +208,14 @@ class RunSkeleton:
 
     def end_of_iteration(self, final: bool, run_eval: Callable[[], dict], stop) -> None:
         """Evaluate and checkpoint when due, then honour a Ctrl-C.  The checkpoint comes last, so
-        everything logged at this step is covered by it."""
+        everything logged at this step is covered by it; nothing non-finite is evaluated or saved."""
         step, loop = self.step, self.cfg.loop
+        eval_due = advance_if_due(self.counters, "next_eval", step, loop.eval_every, final)
+        checkpoint_due = advance_if_due(self.counters, "next_checkpoint", step, loop.checkpoint_every, final)
+        if self.diverged or ((eval_due or checkpoint_due or stop.requested) and not self._check_finite()):
+            return
         reached = False
-        if advance_if_due(self.counters, "next_eval", step, loop.eval_every, final):
+        if eval_due:
             self.last_eval = run_eval()
             self.logger.write(step, self.last_eval)
             reached = (loop.stop_return is not None
@@ -177,7 +224,7 @@ class RunSkeleton:
             self.counters["reached_stop_return"] = 1
             self.logger.message(f"evaluation return {self.last_eval['eval/episode_return']:.2f} > "
                                 f"loop.stop_return {loop.stop_return:g} at step {step}: training stops here")
-        if advance_if_due(self.counters, "next_checkpoint", step, loop.checkpoint_every, final) or reached:
+        if checkpoint_due or reached:
             self.checkpoint()
         if stop.requested:
             self.checkpoint()
@@ -187,17 +234,19 @@ class RunSkeleton:
             raise KeyboardInterrupt
 
     def guard(self):
-        """Ctrl-C becomes a flag checked between iterations, so the checkpoint it writes is consistent."""
+        """Ctrl-C and SIGTERM become a flag checked between iterations, so the checkpoint they write is consistent."""
         return interrupt_guard()
 
     def finish(self, extra: dict | None = None) -> dict:
-        """Close everything and write ``summary.json``: the final step and the last evaluation."""
+        """Close everything and write ``summary.json``: the final step, the last evaluation and how the run ended."""
         self.logger.close()
         self.env.close()
         self.eval_env.close()
         summary = {"step": self.step, **(extra or {}), **self.last_eval}
         if self.counters["reached_stop_return"]:
             summary["stopped_at_return"] = self.cfg.loop.stop_return
+        if self.diverged:
+            summary.update({"diverged": True, "diverged_after_step": self.diverged["since"]})
         if self.run_dir is not None:
             write_summary(self.run_dir, summary)
         return summary

@@ -47,6 +47,10 @@ class FrameReplay:
         return batch.obs.numpy(), batch.action.numpy(), batch.reward.numpy(), batch.discount.numpy(), \
             batch.next_obs.numpy()
 
+    def state_keys(self) -> set[str]:
+        """The keys of :meth:`state_dict`, without copying the frames."""
+        return set(FrameStorage.ARRAYS) | set(self.sampler.state_dict())
+
     def state_dict(self) -> dict:
         return {**self.store.state_dict(), **self.sampler.state_dict()}
 
