@@ -65,19 +65,18 @@ def write_failure(exc: BaseException, directory: Path) -> str:
     """Why a write failed, in words a user can act on: no space left (and how much is free), a
     read-only file system, a directory that is gone, no permission; else the error's own words."""
     code = exc.errno if isinstance(exc, OSError) else None
-    if code == errno.EROFS:
-        return "the file system is read-only"
+    words = os.strerror(code) if code else None
     if code == errno.ENOENT or not directory.is_dir():
-        return f"the directory {directory} is gone"
-    if code in (errno.EACCES, errno.EPERM):
-        return f"permission denied in {directory}"
+        return f"{words or 'No such file or directory'} (the directory {directory} is gone)"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{words} ({directory})"
     try:
         free = shutil.disk_usage(directory).free
     except OSError:
         free = None
     if code in (errno.ENOSPC, errno.EDQUOT) or (code is None and free is not None and free < FULL_BELOW):
-        return f"no space left on the device ({free:,} bytes free on that file system)" if free is not None \
-            else "no space left on the device"
+        left = f" ({free:,} bytes free on that file system)" if free is not None else ""
+        return f"{words or os.strerror(errno.ENOSPC)}{left}"
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
 
 

@@ -1,3 +1,4 @@
+"""compare: per-game tables, aggregates against independent computations, labels and plots."""
 import json
 import math
 
@@ -9,26 +10,6 @@ from conftest import run_cli
 from rlsmooth.experiments.report import compare
 from rlsmooth.pieces.scores import REFERENCE_SCORES, human_normalized
 
-SWEEP = """
-base: {base}
-out: {out}
-set:
-  loop.total_steps: 200
-  loop.eval_every: 100
-axes:
-  variant:
-    baseline: {{}}
-    sn_fc: {{spectral.layers: [fc]}}
-  seed: [0, 1]
-"""
-
-
-def make_sweep(tmp_path, chain_config):
-    base = chain_config(steps=200)
-    path = tmp_path / "sweep.yaml"
-    path.write_text(SWEEP.format(base=base, out=tmp_path / "sweep_out"))
-    return path
-
 
 def test_reference_scores_table():
     assert len(REFERENCE_SCORES) == 57
@@ -38,59 +19,6 @@ def test_reference_scores_table():
     assert human_normalized("pong", 14.6) == pytest.approx(1.0)
     assert human_normalized("breakout", 1.7) == pytest.approx(0.0)
     assert math.isnan(human_normalized("chain", 1.0))
-
-
-def test_local_sweep_runs_skips_and_resumes(tmp_path, chain_config):
-    sweep = make_sweep(tmp_path, chain_config)
-    dry = run_cli("sweep", sweep, "--dry-run", check=True).stdout
-    assert "4 cells, 4 to run" in dry
-    proc = run_cli("sweep", sweep, "--workers", "2", check=True)
-    out = tmp_path / "sweep_out"
-    cells = sorted(p.name for p in out.iterdir() if p.name != "logs")
-    assert cells == ["variant=baseline__seed=0", "variant=baseline__seed=1",
-                     "variant=sn_fc__seed=0", "variant=sn_fc__seed=1"]
-    assert proc.stdout.count("finished") == 4
-    # a second run skips everything; an interrupted cell (no summary.json) is resumed
-    (out / "variant=sn_fc__seed=1" / "summary.json").unlink()
-    proc = run_cli("sweep", sweep, check=True)
-    assert proc.stdout.count("skipped (done)") == 3 and proc.stdout.count("resumed") == 1
-    # the report reads the sweep
-    report = tmp_path / "report"
-    run_cli("compare", out, "--out", report, "--reps", "200", check=True)
-    text = (report / "report.md").read_text()
-    assert "| chain | sn[fc] | 2 |" in text and "Probability of improvement" in text
-    for png in ("learning_curves.png", "sigma_curves.png"):
-        assert (report / png).stat().st_size > 5000
-
-
-def test_failing_cell_does_not_stop_the_others(tmp_path, chain_config):
-    sweep = make_sweep(tmp_path, chain_config)
-    spec = yaml.safe_load(sweep.read_text())
-    spec["axes"]["variant"]["broken"] = {"optim.rho_layers": ["nope"], "optim.rho_scaling": "lr"}
-    sweep.write_text(yaml.safe_dump(spec))
-    # bad cells are caught before anything runs
-    proc = run_cli("sweep", sweep)
-    assert proc.returncode == 2 and "unknown layer 'nope'" in proc.stderr
-    # a run that fails at run time is reported, the rest finish: block two cells' directories
-    del spec["axes"]["variant"]["broken"]
-    sweep.write_text(yaml.safe_dump(spec))
-    out = tmp_path / "sweep_out"
-    out.mkdir()
-    for seed in (0, 1):
-        (out / f"seed={seed}__variant=sn_fc").write_text("not a run directory")
-    proc = run_cli("sweep", sweep, "--workers", "2")
-    assert proc.returncode == 1
-    assert proc.stdout.count("finished") == 2 and proc.stdout.count("failed (2)") == 2
-    assert "is a file, not a directory" in proc.stdout
-
-
-def test_ray_backend_runs_the_same_cells(tmp_path, chain_config):
-    pytest.importorskip("ray")
-    sweep = make_sweep(tmp_path, chain_config)
-    proc = run_cli("sweep", sweep, "--backend", "ray", timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "sweep_out"
-    assert all((out / c / "summary.json").is_file() for c in ("variant=baseline__seed=0", "variant=sn_fc__seed=1"))
 
 
 def synthetic_run(root, name, game, variant, seed, returns, suite="atari", sigma=None, selector=None,
@@ -189,24 +117,81 @@ def test_compare_with_no_runs_is_one_line_error(tmp_path):
     assert proc.returncode == 2 and "no usable runs" in proc.stderr
 
 
-@pytest.mark.slow
-def test_gpu_ablation_script_runs_within_its_budget_on_cpu(tmp_path, chain_config):
-    """bench/minatar_ablation_gpu.sh with a tiny budget: cells run, stop on time, resume, and a report follows."""
-    import os
-    import subprocess
-    import sys
-    from conftest import ROOT
-    base = chain_config(steps=200_000)
-    sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(f"base: {base}\naxes:\n  variant:\n    baseline: {{}}\n    sn_fc: {{spectral.layers: [fc]}}\n")
-    env = dict(os.environ, PYTHON=sys.executable, SWEEP=str(sweep), OUT_DIR=str(tmp_path / "out"), BUDGET_S="35",
-               WORKERS="2", EXTRA="loop.eval_every=2000 loop.checkpoint_every=2000 device=cpu")
-    proc = subprocess.run(["bash", str(ROOT / "bench" / "minatar_ablation_gpu.sh")], env=env, capture_output=True,
-                          text=True, timeout=240)
-    out = tmp_path / "out" / "minatar_ablation_gpu"
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    throughput = (out / "throughput.txt").read_text()
-    assert "steps/s over 2 processes" in throughput and not throughput.startswith("agent steps this invocation: 0 ")
-    for cell in ("variant=baseline", "variant=sn_fc"):
-        assert (out / "runs" / cell / "checkpoints" / "latest.pt").is_file()   # stopped by the budget, resumable
-    assert (out / "report" / "report.md").is_file()
+def test_suites_are_never_averaged_into_one_row(tmp_path):
+    synthetic_run(tmp_path / "r", "a", "breakout", "baseline", 0, [1.0, 10.0], suite="atari")
+    synthetic_run(tmp_path / "r", "m", "breakout", "baseline", 0, [1.0, 50.0], suite="minatar")
+    result = compare([tmp_path / "r"], tmp_path / "rep", reps=100)
+    assert result["table"][("atari/breakout", "baseline")][:2] == (1, pytest.approx(10.0))
+    assert result["table"][("minatar/breakout", "baseline")][:2] == (1, pytest.approx(50.0))
+
+
+def test_non_finite_evaluations_and_steps_are_marked_not_averaged(tmp_path):
+    synthetic_run(tmp_path / "r", "a", "pong", "baseline", 0, [1.0, 3.0])
+    b = synthetic_run(tmp_path / "r", "b", "pong", "baseline", 1, [2.0, 5.0])
+    with open(b / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3000, "eval/episode_return": NaN}\n{"step": 4000, "eval/episode_return": Infinity}\n')
+    c = synthetic_run(tmp_path / "r", "c", "pong", "baseline", 2, [2.0])
+    (c / "metrics.jsonl").write_text('{"step": Infinity, "eval/episode_return": 1.0}\n{"step": 5}\n')
+    result = compare([tmp_path / "r"], tmp_path / "rep", reps=100)
+    n, mean, lo, hi = result["table"][("pong", "baseline")]
+    assert n == 2 and mean == pytest.approx(4.0) and math.isfinite(lo)
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "non-finite return were left out" in text and "malformed metrics.jsonl line 1" in text
+
+
+def test_distinct_seeds_are_counted_and_repeats_flagged(tmp_path):
+    for i in range(4):
+        synthetic_run(tmp_path / "r", f"s{i}", "pong", "baseline", 0, [float(i)])
+    result = compare([tmp_path / "r"], tmp_path / "rep", reps=100)
+    cell = result["cells"][("pong", "baseline")]
+    assert cell.runs == 4 and cell.seeds == 1 and cell.repeated_seeds == [0]
+    assert "repeated seeds [0]: 4 runs, 1 seeds" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_runs_that_stopped_at_different_steps_are_compared_where_all_arrived(tmp_path):
+    synthetic_run(tmp_path / "r", "long", "pong", "baseline", 0, [1.0, 2.0, 3.0, 9.0])
+    synthetic_run(tmp_path / "r", "short", "pong", "sn_fc", 0, [1.0, 2.0])
+    result = compare([tmp_path / "r"], tmp_path / "rep", reps=100, last_n=2)
+    assert result["comparison_steps"]["pong"] == 2000
+    base = result["cells"][("pong", "baseline")]
+    assert base.means["final"][0] == pytest.approx(2.0) and base.steps == [2000]
+    assert base.means["last_n"][0] == pytest.approx(1.5)
+    assert base.means["auc"][0] == pytest.approx(1.5)   # trapezoid of (1000, 1) -> (2000, 2) over 1000 steps
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "stopped at different steps" in text and "compared at step 2,000" in text
+    assert (tmp_path / "rep" / "learning_curves.png").stat().st_size > 5000   # both curves drawn
+
+
+def test_last_n_auc_intervals_and_heatmap_of_an_extra_axis(tmp_path):
+    from scipy import stats
+    rng = np.random.default_rng(1)
+    finals = {}
+    for lr in ("0.0001", "0.001"):
+        for v in ("baseline", "sn_fc"):
+            for seed in range(3):
+                curve = list(rng.uniform(0, 10, size=5))
+                finals[(lr, v, seed)] = curve
+                d = synthetic_run(tmp_path / "r", f"{lr}-{v}-{seed}", "asterix", v, seed, curve, suite="minatar")
+                (d / "sweep_cell.json").write_text(json.dumps({"variant": v, "seed": seed, "optim.lr": lr}))
+    result = compare([tmp_path / "r"], tmp_path / "rep", reps=200, last_n=3)
+    cell = result["cells"][("asterix", "sn[fc] optim.lr=0.001")]
+    last3 = np.array([np.mean(finals[("0.001", "sn_fc", s)][-3:]) for s in range(3)])
+    half = stats.t.ppf(0.975, 2) * last3.std(ddof=1) / np.sqrt(3)
+    assert cell.means["last_n"] == pytest.approx((last3.mean(), last3.mean() - half, last3.mean() + half))
+    auc = np.array([np.trapezoid(finals[("0.001", "sn_fc", s)], np.arange(1, 6) * 1000) / 4000 for s in range(3)])
+    assert cell.means["auc"][0] == pytest.approx(auc.mean())
+    # improvement is computed against the baseline with the same learning rate
+    assert set(result["improvement"]) == {"sn[fc] optim.lr=0.0001", "sn[fc] optim.lr=0.001"}
+    assert (tmp_path / "rep" / "heatmap.png").stat().st_size > 5000
+    assert "![heatmap](heatmap.png)" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_compare_without_the_report_extra_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    import importlib.util
+    from rlsmooth.errors import ConfigError
+    synthetic_run(tmp_path / "r", "a", "pong", "baseline", 0, [1.0])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rliable" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"report extra \(missing: rliable\)"):
+        compare([tmp_path / "r"], tmp_path / "rep")
+    assert not (tmp_path / "rep").exists()

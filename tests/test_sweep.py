@@ -1,0 +1,173 @@
+"""Sweeps: cells in their own run directories, skipped, resumed, failing alone, on Ray and under a time budget."""
+import json
+
+import pytest
+import yaml
+
+from conftest import run_cli
+
+SWEEP = """
+base: {base}
+out: {out}
+set:
+  loop.total_steps: 200
+  loop.eval_every: 100
+axes:
+  variant:
+    baseline: {{}}
+    sn_fc: {{spectral.layers: [fc]}}
+  seed: [0, 1]
+"""
+
+
+def make_sweep(tmp_path, chain_config):
+    base = chain_config(steps=200)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP.format(base=base, out=tmp_path / "sweep_out"))
+    return path
+
+
+def test_local_sweep_runs_skips_and_resumes(tmp_path, chain_config):
+    sweep = make_sweep(tmp_path, chain_config)
+    dry = run_cli("sweep", sweep, "--dry-run", check=True).stdout
+    assert "4 cells, 4 to run" in dry
+    proc = run_cli("sweep", sweep, "--workers", "2", check=True)
+    out = tmp_path / "sweep_out"
+    cells = sorted(p.name for p in out.iterdir() if p.name != "logs")
+    assert cells == ["variant=baseline__seed=0", "variant=baseline__seed=1",
+                     "variant=sn_fc__seed=0", "variant=sn_fc__seed=1"]
+    assert proc.stdout.count("finished") == 4
+    # a second run skips everything; an interrupted cell (no summary.json) is resumed
+    (out / "variant=sn_fc__seed=1" / "summary.json").unlink()
+    proc = run_cli("sweep", sweep, check=True)
+    assert proc.stdout.count("skipped (done)") == 3 and proc.stdout.count("resumed") == 1
+    # the report reads the sweep
+    report = tmp_path / "report"
+    run_cli("compare", out, "--out", report, "--reps", "200", check=True)
+    text = (report / "report.md").read_text()
+    assert "| chain | sn[fc] | 2 |" in text and "Probability of improvement" in text
+    for png in ("learning_curves.png", "sigma_curves.png"):
+        assert (report / png).stat().st_size > 5000
+
+
+def test_failing_cell_does_not_stop_the_others(tmp_path, chain_config):
+    sweep = make_sweep(tmp_path, chain_config)
+    spec = yaml.safe_load(sweep.read_text())
+    spec["axes"]["variant"]["broken"] = {"optim.rho_layers": ["nope"], "optim.rho_scaling": "lr"}
+    sweep.write_text(yaml.safe_dump(spec))
+    # bad cells are caught before anything runs
+    proc = run_cli("sweep", sweep)
+    assert proc.returncode == 2 and "unknown layer 'nope'" in proc.stderr
+    # a run that fails at run time is reported, the rest finish: block two cells' directories
+    del spec["axes"]["variant"]["broken"]
+    sweep.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "sweep_out"
+    out.mkdir()
+    for seed in (0, 1):
+        (out / f"seed={seed}__variant=sn_fc").write_text("not a run directory")
+    proc = run_cli("sweep", sweep, "--workers", "2")
+    assert proc.returncode == 1
+    assert proc.stdout.count("finished") == 2 and proc.stdout.count("failed (2)") == 2
+    assert "is a file, not a directory" in proc.stdout
+
+
+def test_ray_backend_runs_the_same_cells(tmp_path, chain_config):
+    pytest.importorskip("ray")
+    sweep = make_sweep(tmp_path, chain_config)
+    proc = run_cli("sweep", sweep, "--backend", "ray", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "sweep_out"
+    assert all((out / c / "summary.json").is_file() for c in ("variant=baseline__seed=0", "variant=sn_fc__seed=1"))
+
+
+@pytest.mark.slow
+def test_gpu_ablation_script_runs_within_its_budget_on_cpu(tmp_path, chain_config):
+    """bench/minatar_ablation_gpu.sh with a tiny budget: cells run, stop on time, resume, and a report follows."""
+    import os
+    import subprocess
+    import sys
+    from conftest import ROOT
+    base = chain_config(steps=200_000)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"base: {base}\naxes:\n  variant:\n    baseline: {{}}\n    sn_fc: {{spectral.layers: [fc]}}\n")
+    env = dict(os.environ, PYTHON=sys.executable, SWEEP=str(sweep), OUT_DIR=str(tmp_path / "out"), BUDGET_S="35",
+               WORKERS="2", EXTRA="loop.eval_every=2000 loop.checkpoint_every=2000 device=cpu")
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "minatar_ablation_gpu.sh")], env=env, capture_output=True,
+                          text=True, timeout=240)
+    out = tmp_path / "out" / "minatar_ablation_gpu"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    throughput = (out / "throughput.txt").read_text()
+    assert "steps/s over 2 processes" in throughput and not throughput.startswith("agent steps this invocation: 0 ")
+    for cell in ("variant=baseline", "variant=sn_fc"):
+        assert (out / "runs" / cell / "checkpoints" / "latest.pt").is_file()   # stopped by the budget, resumable
+    assert (out / "report" / "report.md").is_file()
+
+
+def test_axis_values_equal_after_coercion_are_refused(tmp_path, chain_config):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"base: {chain_config()}\nout: {tmp_path / 'o'}\naxes:\n  seed: [1, 1.0]\n")
+    proc = run_cli("sweep", sweep, "--dry-run")
+    assert proc.returncode == 2 and "resolve to the same config" in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_cells_are_labelled_before_they_run(tmp_path, chain_config):
+    """A cell's sweep_cell.json exists while it trains, so an interrupted cell is labelled as a finished one."""
+    sweep = make_sweep(tmp_path, chain_config)
+    text = sweep.read_text().replace("  seed: [0, 1]", "  seed: [0]\n  algo.gamma: [0.9]")
+    sweep.write_text(text)
+    run_cli("sweep", sweep, check=True)
+    out = tmp_path / "sweep_out"
+    cell = out / "variant=sn_fc__seed=0__algo.gamma=0.9"
+    (cell / "summary.json").unlink()   # as if interrupted
+    report = tmp_path / "rep"
+    run_cli("compare", out, "--out", report, "--reps", "100", check=True)
+    variants = {row.split(",")[4] for row in (report / "scores.csv").read_text().splitlines()[1:]}
+    assert variants == {"baseline algo.gamma=0.9", "sn[fc] algo.gamma=0.9"}
+    assert "against" in (report / "report.md").read_text()   # the baseline of that axis value is found
+
+
+def test_a_busy_cell_is_reported_as_running_and_children_end_with_the_sweep(tmp_path, chain_config):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"base: {chain_config(steps=200_000)}\nout: {tmp_path / 'o'}\naxes:\n  seed: [0]\n")
+    parent = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "sweep", str(sweep)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "o" / "seed=0" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.stat().st_size) and time.time() < deadline:
+        time.sleep(0.2)
+    assert metrics.exists()
+    # a second launch while the first trains: the cell is running, not failed
+    again = run_cli("sweep", sweep)
+    assert again.returncode == 0 and "running elsewhere" in again.stdout and "failed" not in again.stdout
+    os.kill(parent.pid, signal.SIGKILL)   # the sweep alone dies ...
+    parent.wait()
+    lock = tmp_path / "o" / "seed=0"
+    from rlsmooth.training.rundir import in_use
+    deadline = time.time() + 60
+    while in_use(lock) and time.time() < deadline:   # ... and its cell follows, checkpointing on the way out
+        time.sleep(0.2)
+    assert not in_use(lock)
+    assert (lock / "checkpoints" / "latest.pt").is_file()
+    assert run_cli("sweep", sweep, "--dry-run").stdout.startswith("resume ")   # the rerun picks it up
+
+
+def test_cell_threads_respect_omp_num_threads(tmp_path, chain_config, monkeypatch):
+    from rlsmooth.experiments.sweep import load_sweep, run_sweep
+    sweep = make_sweep(tmp_path, chain_config)
+    seen = []
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    import rlsmooth.experiments.sweep as sweep_module
+    monkeypatch.setattr(sweep_module, "run_cell_process", lambda *job: seen.append(job[5]) or (0, ""))
+    monkeypatch.setattr(sweep_module, "available_cores", lambda: 4)
+    run_sweep(load_sweep(sweep), workers=2)
+    assert seen and set(seen) == {1}
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    seen.clear()
+    run_sweep(load_sweep(sweep), workers=2)
+    assert set(seen) == {2}
