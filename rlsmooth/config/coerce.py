@@ -38,14 +38,63 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    return value
+
+
+def _int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if not (isinstance(value, float) and value.is_integer()):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        value = int(value)
+    if not -2**63 <= value < 2**63:
+        raise ConfigError(f"{key}: {value} is out of range (integers must fit in 64 bits)")
+    return value
+
+
+def _float(value: Any, key: str) -> float:
+    if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ConfigError(f"{key}: {value} is out of range") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return number
+
+
+def _of_type(kind: type, words: str):
+    def check(value: Any, key: str):
+        if not isinstance(value, kind):
+            raise ConfigError(f"{key}: expected {words}, got {value!r}")
+        return value
+    return check
+
+
+SCALARS = {bool: _bool, int: _int, float: _float, list: _of_type(list, "a list"), str: _of_type(str, "a string")}
+
+
+def _layer_selection(value: Any, key: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (str, int, list)):
+        raise ConfigError(f"{key}: expected {type_name(LayerSelection)}, got {value!r}")
+    if isinstance(value, list) and not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"{key}: list items must be layer names or integer indices, got {value!r}")
+    return value
+
+
 def coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` as type ``tp`` (a field's annotation), or ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
     if tp is LayerSelection:
-        if isinstance(value, bool) or not isinstance(value, (str, int, list)):
-            raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r}")
-        if isinstance(value, list) and not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{key}: list items must be layer names or integer indices, got {value!r}")
-        return value
+        return _layer_selection(value, key)
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{key}: expected one of {type_name(tp)}, got {value!r}")
@@ -65,42 +114,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return from_dict(tp, value, prefix=f"{key}.")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if not -2**63 <= value < 2**63:
-            raise ConfigError(f"{key}: {value} is out of range (integers must fit in 64 bits)")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except OverflowError:
-            raise ConfigError(f"{key}: {value} is out of range") from None
-        if not math.isfinite(number):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return number
-    if tp is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
+    if tp in SCALARS:
+        return SCALARS[tp](value, key)
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # programming error, not user input
 
 

@@ -15,21 +15,21 @@ if TYPE_CHECKING:
 class ValueConfig:
     """Hyper-parameters every value-based agent reads (DQN-Adam defaults; units: agent steps)."""
 
-    gamma: float = 0.99
-    """Discount factor."""
-    n_step: int = 1
-    """Length of the bootstrapped return (1 = one-step TD)."""
-    batch_size: int = 32
-    """Transitions per gradient update."""
     replay_capacity: int = 1_000_000
     """Replay size in transitions (split evenly over the N envs)."""
     replay_storage: Literal["host", "device"] = "host"
     """Where the replay's frames live: host memory (batches go to the GPU through pinned staging
     buffers) or the training device (MinAtar always fits; Atari's 7 GB on a large GPU)."""
-    learning_starts: int = 20_000
-    """Agent steps of pure exploration before the first update."""
+    batch_size: int = 32
+    """Transitions per gradient update."""
+    gamma: float = 0.99
+    """Discount factor."""
+    n_step: int = 1
+    """Length of the bootstrapped return (1 = one-step TD)."""
     replay_ratio: float = 0.25
     """Gradient updates per agent step (the paper: one update every 4 agent steps), kept for any N."""
+    learning_starts: int = 20_000
+    """Agent steps of pure exploration before the first update."""
     target_update_every: int = 8_000
     """Agent steps between copies of the online network into the target network."""
     epsilon_start: float = 1.0
@@ -73,24 +73,24 @@ class ValueConfig:
 class ActorCriticConfig:
     """Hyper-parameters PPO and A2C share (CleanRL's PPO Atari defaults; units: agent steps)."""
 
+    separate_critic: bool = False
+    """Give the critic its own torso (critic.conv1 ... critic.fc) instead of sharing the actor's."""
     num_steps: int = 128
     """Rollout length T per env (agent steps per env between updates)."""
+    norm_adv: bool = True
+    """Normalise advantages (per minibatch)."""
     gamma: float = 0.99
     """Discount factor."""
+    anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0 over the run."""
     gae_lambda: float = 0.95
     """GAE lambda (1 = plain n-step returns)."""
+    eval_policy: Literal["sampled", "greedy", "both"] = "sampled"
+    """Evaluation policy: sample from pi, take its argmax, or report both (eval/greedy/...)."""
     ent_coef: float = 0.01
     """Entropy bonus weight."""
     vf_coef: float = 0.5
     """Value loss weight."""
-    norm_adv: bool = True
-    """Normalise advantages (per minibatch)."""
-    anneal_lr: bool = True
-    """Anneal the learning rate linearly to 0 over the run."""
-    separate_critic: bool = False
-    """Give the critic its own torso (critic.conv1 ... critic.fc) instead of sharing the actor's."""
-    eval_policy: Literal["sampled", "greedy", "both"] = "sampled"
-    """Evaluation policy: sample from pi, take its argmax, or report both (eval/greedy/...)."""
 
     def validate(self) -> None:
         require_all([(self.num_steps >= 1, "algo.num_steps must be >= 1"),

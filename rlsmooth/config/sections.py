@@ -12,6 +12,8 @@ from rlsmooth.errors import ConfigError
 
 @dataclass
 class EnvConfig:
+    """The environments a run trains and evaluates on (``env``)."""
+
     suite: Literal["atari", "minatar", "test"] = "minatar"
     """Environment family: ALE Atari (ale-py), MinAtar, or the tiny deterministic test env."""
     game: str = "breakout"
@@ -49,6 +51,8 @@ class EnvConfig:
 
 @dataclass
 class NetworkConfig:
+    """The network's torso (``network``); the head belongs to the agent."""
+
     kind: Literal["auto", "nature", "minatar"] = "auto"
     """Torso: Nature CNN (Atari), MinAtar net, or ``auto`` (Nature for Atari, MinAtar net otherwise)."""
     hidden: list = field(default_factory=list)
@@ -70,6 +74,8 @@ class NetworkConfig:
 
 @dataclass
 class SpectralConfig:
+    """Spectral normalisation and track-only sigma estimation (``spectral``; docs/method.md)."""
+
     layers: LayerSelection = "none"
     """Layers to spectrally normalise: names or Python-style indices over the network's named layers
     (``[-2]``, ``[fc]``, ``[conv3, fc]``), ``all`` or ``none``."""
@@ -97,6 +103,8 @@ class SpectralConfig:
 
 @dataclass
 class OptimConfig:
+    """The optimiser and the rho-scaling modes, SN's optimiser-side equivalent (``optim``)."""
+
     name: Literal["adam", "rmsprop", "sgd"] = "adam"
     """Optimiser."""
     lr: float = 2.5e-4
@@ -135,6 +143,8 @@ class OptimConfig:
 
 @dataclass
 class LoopConfig:
+    """Budget, evaluation, logging and checkpoint schedule of a run (``loop``; units: agent steps)."""
+
     total_steps: int = 100_000
     """Training length in agent steps (summed over the N parallel envs)."""
     eval_every: int = 25_000
@@ -174,6 +184,8 @@ class LoopConfig:
 
 @dataclass
 class TrainConfig:
+    """A whole run: the agent, its ``algo`` section, the shared sections, seed, device and threads."""
+
     agent: str
     """Agent of the agent table (``rlsmooth.agents``): dqn, c51, ppo, a2c."""
     algo: Any

@@ -43,6 +43,7 @@ def value_head(cfg):
 def bench_config(agent: str, suite: str, game: str, num_envs: int, device: str, steps: int, spectral: str):
     """The agent's preset for ``suite``, shortened to ``steps`` timed agent steps after a warm-up."""
     data = load_yaml(CONFIGS / AGENTS[agent].PRESETS[suite])
+    data["agent"] = agent
     data["env"].update({"suite": suite, "game": game, "num_envs": num_envs, "eval_num_envs": 1})
     data["device"] = device
     data["threads"] = torch.get_num_threads()   # the bench process's own (pinned) thread count

@@ -1,4 +1,4 @@
-"""What makes comparisons trustworthy: configs that mean what they say, the paper's MinAtar nets,
+"""Configs: every preset and sweep validates; refusals of configs that cannot learn or run; budgets, torsos, losses of record."""
 A2C's loss as Stable-Baselines3 states it."""
 import pytest
 import torch

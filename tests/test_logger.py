@@ -1,0 +1,29 @@
+"""The logger: one write to every sink, metrics.jsonl truncated to a resumed run's checkpoint."""
+import json
+
+import pytest
+
+from rlsmooth.errors import ConfigError
+from rlsmooth.training.logger import JsonlSink, Logger, MemorySink, truncate_metrics
+
+
+def test_every_sink_gets_the_same_records(tmp_path):
+    memory, jsonl = MemorySink(), JsonlSink(tmp_path / "m.jsonl", 0)
+    logger = Logger([memory, jsonl], 0, 100, progress=False)
+    logger.write(10, {"train/loss": 1, "eval/episode_return": 2.5})
+    logger.write(20, {"train/loss": 0.5})
+    logger.close()
+    lines = [json.loads(l) for l in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert lines == memory.records == [{"step": 10, "train/loss": 1.0, "eval/episode_return": 2.5},
+                                       {"step": 20, "train/loss": 0.5}]
+
+
+def test_truncation_keeps_lines_up_to_the_step_and_drops_a_cut_line(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "x"')
+    truncate_metrics(path, 2)
+    assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
+    path.write_text('{"step": 1}\n[1, 2]\n{"step": 3}\n')
+    with pytest.raises(ConfigError, match="line 2 is not a metrics record"):
+        truncate_metrics(path, 5)
+    assert path.read_text() == '{"step": 1}\n[1, 2]\n{"step": 3}\n'   # left as it was
