@@ -1,5 +1,5 @@
-"""Configs: every preset and sweep validates; refusals of configs that cannot learn or run; budgets, torsos, losses of record."""
-A2C's loss as Stable-Baselines3 states it."""
+"""Configs: every preset and sweep validates, configs that cannot learn or run are refused, the paper's MinAtar
+nets, and A2C's loss as Stable-Baselines3 states it."""
 import pytest
 import torch
 import torch.nn.functional as F
