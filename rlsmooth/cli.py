@@ -14,6 +14,17 @@ from pathlib import Path
 from rlsmooth.errors import ConfigError, UserError, one_line, os_error_line
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help lines end with the option's default, where it has one worth saying."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS, []) and "%(default)" not in text \
+                and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit status 2
         print(f"error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
@@ -28,23 +39,12 @@ def print_result(summary: dict, run_dir: Path, eval_steps: int) -> None:
         print(f"final evaluation: no episode finished within loop.eval_steps={eval_steps} agent steps")
 
 
-def finished_line(done: dict, cfg) -> str | None:
-    """Why a run with a summary has nothing left to do, or None when its budget now reaches further."""
-    if done.get("diverged"):
-        return (f"diverged after step {int(done.get('diverged_after_step', 0)):,}; nothing to resume "
-                f"(--replace starts it over)")
-    if "stopped_at_return" in done:
-        return f"stopped at step {int(done['step']):,}, past loop.stop_return; nothing to resume"
-    if done.get("step", 0) >= cfg.loop.total_steps:
-        return f"finished at step {int(done['step']):,}; nothing to resume (its summary is kept)"
-    return None
-
-
 def resume_run(args):
     """(config, run dir, lock) of a run to resume, or None when it has nothing left to do.
     ``--total-steps`` extends (or sets) the budget in its config.yaml first; the change is recorded."""
     from rlsmooth.agents.preflight import load_train_config
-    from rlsmooth.training.rundir import CHECKPOINT, lock_existing, read_config, read_summary, set_total_steps
+    from rlsmooth.training.rundir import (CHECKPOINT, finished_reason, lock_existing, read_config, read_summary,
+                                          set_total_steps)
     if args.config or args.overrides or args.out:
         raise ConfigError("--resume takes the run directory and, optionally, --total-steps (its config.yaml is reused)")
     run_dir = Path(args.resume)
@@ -60,7 +60,7 @@ def resume_run(args):
                               f"{run_dir} has already run")
         if args.total_steps is not None:
             set_total_steps(run_dir, args.total_steps)
-        reason = finished_line(done, cfg) if done is not None else None
+        reason = finished_reason(done, cfg) if done is not None else None
         if reason:
             lock.release()
             print(f"{run_dir} {reason}")
@@ -74,7 +74,58 @@ def resume_run(args):
     return cfg, run_dir, lock
 
 
+def run_population(manifest: Path) -> int:
+    """Train a population's members (``population.json``); one line per member at the end."""
+    from rlsmooth.population.manifest import run_manifest
+    try:
+        members, notes = run_manifest(manifest)
+    except KeyboardInterrupt:
+        return 130
+    for note in notes:
+        print(note)
+    for m in members:
+        if m.error:
+            print(f"failed: {m.run_dir}: {m.error}")
+        else:
+            print(f"{m.run_dir}: ", end="")
+            print_result(m.summary, m.run_dir, 0)
+    return 1 if any(m.error for m in members) or any(n.startswith("failed") for n in notes) else 0
+
+
+def start_population(args) -> int:
+    """``train CONFIG --population K``: K seeds of one config trained together, one run directory each."""
+    import time
+    from rlsmooth.agents.preflight import load_train_config
+    from rlsmooth.config.yaml_files import apply_overrides, load_yaml
+    from rlsmooth.population.manifest import MANIFEST, write_manifest
+    if args.population < 1:
+        raise ConfigError("--population must be >= 1")
+    cfg = load_train_config(apply_overrides(load_yaml(args.config), args.overrides))
+    out = Path(args.out) if args.out else Path("runs") / (f"{cfg.agent}-{cfg.env.suite}-{cfg.env.game}-pop"
+                                                        f"{args.population}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (out / MANIFEST).exists() or (out.exists() and any(out.iterdir()) and not args.replace):
+        raise ConfigError(f"{out} already exists; continue it with: rlsmooth train --resume {out}")
+    members = [{"run_dir": f"seed={cfg.seed + i}", "base": str(Path(args.config).resolve()),
+                "overrides": [*args.overrides, f"seed={cfg.seed + i}"], "replace": args.replace}
+               for i in range(args.population)]
+    write_manifest(out / MANIFEST, members)
+    return run_population(out / MANIFEST)
+
+
+def cmd_population(args) -> int:
+    return run_population(Path(args.manifest))
+
+
 def cmd_train(args) -> int:
+    from rlsmooth.population.manifest import MANIFEST
+    if args.resume and (Path(args.resume) / MANIFEST).is_file():
+        if args.total_steps is not None:
+            raise ConfigError("--total-steps: continue a population's members one by one (rlsmooth train --resume MEMBER)")
+        return run_population(Path(args.resume) / MANIFEST)
+    if args.population is not None:
+        if args.resume:
+            raise ConfigError("--population starts a population; --resume DIR continues one")
+        return start_population(args)
     from rlsmooth.agents import AGENTS
     from rlsmooth.agents.preflight import load_train_config
     from rlsmooth.config.yaml_files import apply_overrides, load_yaml
@@ -125,8 +176,10 @@ def cmd_sweep(args) -> int:
     from rlsmooth.experiments.sweep import load_sweep, run_sweep
     if args.workers < 1:
         raise ConfigError("--workers must be >= 1")
+    if args.population < 0:
+        raise ConfigError("--population must be >= 0")
     cells = run_sweep(load_sweep(args.sweep, args.out, args.set), args.backend, args.workers, args.dry_run,
-                      args.address)
+                      args.address, population=args.population)
     return 1 if any(c.state.startswith("failed") for c in cells) else 0
 
 
@@ -154,48 +207,65 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="rlsmooth", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-
-    p = sub.add_parser("train", help="train an agent from a YAML config")
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", formatter_class=DefaultsFormatter, help="train an agent from a YAML config")
     p.add_argument("config", nargs="?", help="YAML config (see configs/)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    p.add_argument("--out", help="run directory (default: runs/<agent>-<suite>-<game>-s<seed>-<time>)")
+    p.add_argument("--out", help="run directory (runs/<agent>-<suite>-<game>-s<seed>-<time> if not given)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--replace", action="store_true", help="delete an existing rlsmooth run directory at --out first")
+    p.add_argument("--population", type=int, default=None, metavar="K",
+                   help="train K seeds (seed .. seed+K-1) of the config in one process, one run directory each "
+                        "(value-based agents)")
     p.add_argument("--total-steps", type=int, default=None, metavar="N",
                    help="with --resume: continue the run to N agent steps (extends a finished run)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a saved agent")
+
+def _add_population(sub) -> None:
+    p = sub.add_parser("population", formatter_class=DefaultsFormatter, help="train the members a population manifest names, in one process")
+    p.add_argument("manifest", help="population.json (written by train --population and sweep --population)")
+    p.set_defaults(func=cmd_population)
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", formatter_class=DefaultsFormatter, help="evaluate a saved agent")
     p.add_argument("run_dir")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--greedy", action="store_true", help="greedy policy (epsilon 0 / argmax of pi)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("sweep", help="run games x seeds x variants, one run directory per cell")
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", formatter_class=DefaultsFormatter, help="run games x seeds x variants, one run directory per cell")
     p.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
     p.add_argument("--backend", default="local", choices=["local", "ray"])
     p.add_argument("--workers", type=int, default=1, help="local backend: runs at a time")
     p.add_argument("--address", default=None, help="ray backend: cluster address (default: start a local Ray)")
     p.add_argument("--out", default=None, help="sweep directory (default: the sweep file's 'out')")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
+    p.add_argument("--population", type=int, default=0, metavar="K",
+                   help="train cells that can share a process (seeds and variants of one value agent and network) "
+                        "in populations of up to K (0: one process per cell)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides for every cell, after the sweep file's own 'set'")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("compare", help="tables, aggregates and plots from run or sweep directories")
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", formatter_class=DefaultsFormatter, help="tables, aggregates and plots from run or sweep directories")
     p.add_argument("dirs", nargs="+", help="run directories or sweep directories (searched recursively)")
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--baseline", default="baseline", help="variant that others are compared against")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for confidence intervals (default: 2000)")
-    p.add_argument("--last-n", type=int, default=3, help="evaluations averaged for the last-N score (default: 3)")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for confidence intervals")
+    p.add_argument("--last-n", type=int, default=3, help="evaluations averaged for the last-N score")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("bench", help="agent steps/s of the loops and their parts")
-    p.add_argument("--agent", default="all", help="an agent of the agent table, or all (default: all)")
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", formatter_class=DefaultsFormatter, help="agent steps/s of the loops and their parts")
+    p.add_argument("--agent", default="all", help="an agent of the agent table, or all")
     p.add_argument("--suite", default="atari", choices=["atari", "minatar", "test"])
     p.add_argument("--game", default=None)
     p.add_argument("--num-envs", type=int, default=8)
@@ -205,11 +275,22 @@ def build_parser() -> ArgumentParser:
                    help="also time the loop with SN on these layers (comma list; auto = the penultimate layer; none)")
     p.add_argument("--repeats", type=int, default=2, help="alternating repetitions of each loop measurement")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads for every measurement (default 1: figures stay comparable on a busy machine)")
+                   help="torch threads for every measurement (one keeps figures comparable on a busy machine)")
     p.add_argument("--compile", action="store_true",
                    help="also time the update compiled against eager (value agents; compiling takes a while)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="rlsmooth", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    _add_train(sub)
+    _add_population(sub)
+    _add_eval(sub)
+    _add_sweep(sub)
+    _add_compare(sub)
+    _add_bench(sub)
     return parser
 
 

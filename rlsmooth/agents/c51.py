@@ -23,7 +23,7 @@ from rlsmooth.config.sections import TrainConfig
 from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.networks import build_q_network
 from rlsmooth.pieces.replay import Batch
-from rlsmooth.pieces.value_losses import categorical_loss, categorical_projection
+from rlsmooth.pieces.value_losses import categorical_loss, categorical_projection, pick_action
 
 
 @dataclass
@@ -64,13 +64,14 @@ def q_values(net: nn.Module, obs: torch.Tensor) -> torch.Tensor:
 
 
 def loss(net: nn.Module, target: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Cross-entropy to the projected target; with a leading member dimension (a population) one loss per member."""
     logits = net(batch.obs)
     with torch.no_grad():
-        next_probs = torch.softmax(target(batch.next_obs), dim=-1)              # (B, A, atoms)
-        next_action = (next_probs * target.support).sum(-1).argmax(dim=1)
-        next_probs = next_probs[torch.arange(len(next_action), device=next_action.device), next_action]
-        projected = categorical_projection(next_probs, batch.reward, batch.discount, target.support)
-    q_mean = (torch.softmax(logits.detach(), -1) * net.support).sum(-1).mean()
+        next_probs = torch.softmax(target(batch.next_obs), dim=-1)              # (..., B, A, atoms)
+        next_action = (next_probs * target.support).sum(-1).argmax(dim=-1)
+        projected = categorical_projection(pick_action(next_probs, next_action), batch.reward, batch.discount,
+                                           target.support)
+    q_mean = (torch.softmax(logits.detach(), -1) * net.support).sum(-1).mean((-2, -1))
     return categorical_loss(logits, batch.action, projected), {"train/q_mean": q_mean}
 
 

@@ -69,6 +69,7 @@ def q_values(net: nn.Module, obs: torch.Tensor) -> torch.Tensor:
 
 def make_loss(algo: DQNConfig) -> LossFn:
     def loss(net: nn.Module, target: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The TD loss over the batch; with a leading member dimension (a population) one loss per member."""
         q = net(batch.obs)
         with torch.no_grad():
             next_q = target(batch.next_obs)
@@ -76,7 +77,7 @@ def make_loss(algo: DQNConfig) -> LossFn:
                 y = double_td_target(batch.reward, batch.discount, next_q, net(batch.next_obs))
             else:
                 y = td_target(batch.reward, batch.discount, next_q)
-        return q_loss(q, batch.action, y, algo.loss), {"train/q_mean": q.detach().mean()}
+        return q_loss(q, batch.action, y, algo.loss), {"train/q_mean": q.detach().mean((-2, -1))}
     return loss
 
 
@@ -100,9 +101,19 @@ def epsilon_greedy(q_values: Callable[[], torch.Tensor], num_envs: int, num_acti
     ``q_values()`` (and its device-to-host copy) runs only when at least one env exploits."""
     explore = rng.random(num_envs) < epsilon
     if explore.all():
-        return rng.integers(0, num_actions, size=num_envs)
+        return explore_all(num_envs, num_actions, rng)
     with torch.no_grad():
-        actions = q_values().argmax(dim=1).cpu().numpy()
+        greedy = q_values().argmax(dim=-1).cpu().numpy()
+    return explore_some(greedy, explore, num_actions, rng)
+
+
+def explore_all(num_envs: int, num_actions: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, num_actions, size=num_envs)
+
+
+def explore_some(greedy: np.ndarray, explore: np.ndarray, num_actions: int, rng: np.random.Generator) -> np.ndarray:
+    """The greedy actions, with a uniformly drawn action in the envs that explore."""
+    actions = greedy.copy()
     if explore.any():
         actions[explore] = rng.integers(0, num_actions, size=int(explore.sum()))
     return actions
@@ -184,26 +195,41 @@ def evaluator(run: RunSkeleton, net: nn.Module, head: ValueHead) -> Callable[[],
     return run_eval
 
 
-def train_value_agent(cfg: TrainConfig, run_dir: Path | None, head: ValueHead, resume: bool = False,
-                      sinks: list | None = None) -> dict:
-    algo, loop = cfg.algo, cfg.loop
-    run = RunSkeleton(cfg, run_dir, resume, loop.total_steps, sinks)
-    env, device, n, channels = run.env, run.device, cfg.env.num_envs, run.env.frame_channels
-    learner = build_q_learner(cfg, head, env.obs_shape, env.num_actions, device)
-    net, target = learner.net, learner.target
-    act_q = maybe_compile(head.q_values, loop.compile, device)
-    head = head._replace(loss=maybe_compile(head.loss, loop.compile, device))
-    replay = make_replay(cfg, env, run.streams, device)
-    stateful = {"net": net, "target": target, "optimizer": learner.optimizer}
-    if loop.save_replay:
+class ValueRun(NamedTuple):
+    """A value-based run set up and ready to loop: restored from its checkpoint, or with its config written."""
+
+    run: RunSkeleton
+    learner: QLearner
+    replay: FrameReplay
+    learn_from: int    # the agent step updates start at
+
+
+def start_value_run(cfg: TrainConfig, run_dir: Path | None, head: ValueHead, resume: bool = False,
+                    sinks: list | None = None) -> ValueRun:
+    run = RunSkeleton(cfg, run_dir, resume, cfg.loop.total_steps, sinks)
+    learner = build_q_learner(cfg, head, run.env.obs_shape, run.env.num_actions, run.device)
+    replay = make_replay(cfg, run.env, run.streams, run.device)
+    stateful = {"net": learner.net, "target": learner.target, "optimizer": learner.optimizer}
+    if cfg.loop.save_replay:
         stateful["replay"] = replay
     run.begin(stateful, learner.layers, learner.estimators,
               counters={"updates": 0, "update_credit": 0.0, "last_target_copy": 0})
     with_replay = run.state is not None and "replay" in run.state
     if not (run.env_restored and with_replay):
-        replay.start(run.obs[:, -channels:])
+        replay.start(run.obs[:, -run.env.frame_channels:])
     # a resumed run without its replay refills it before learning again
-    learn_from = run.step + algo.learning_starts if (run.state and not with_replay) else algo.learning_starts
+    learn_from = run.step + cfg.algo.learning_starts if (run.state and not with_replay) else cfg.algo.learning_starts
+    return ValueRun(run, learner, replay, learn_from)
+
+
+def train_value_agent(cfg: TrainConfig, run_dir: Path | None, head: ValueHead, resume: bool = False,
+                      sinks: list | None = None) -> dict:
+    algo, loop = cfg.algo, cfg.loop
+    run, learner, replay, learn_from = start_value_run(cfg, run_dir, head, resume, sinks)
+    env, device, n, channels = run.env, run.device, cfg.env.num_envs, run.env.frame_channels
+    net, target = learner.net, learner.target
+    act_q = maybe_compile(head.q_values, loop.compile, device)
+    head = head._replace(loss=maybe_compile(head.loss, loop.compile, device))
     counters, run_eval = run.counters, evaluator(run, net, head)
     with run.guard() as stop:
         while run.running():

@@ -38,6 +38,7 @@ from rlsmooth.config.coerce import to_dict
 from rlsmooth.config.yaml_files import apply_overrides, load_yaml, parse_yaml
 from rlsmooth.errors import ConfigError
 from rlsmooth.files import atomic_write_text, read_text
+from rlsmooth.population.members import shared_key
 from rlsmooth.training.rundir import CHECKPOINT, SUMMARY_FILE, has_run_content, in_use
 from rlsmooth.training.runtime import available_cores, env_threads
 
@@ -56,6 +57,7 @@ class Cell:
     result: str = ""
     final_return: float | None = None
     log: Path | None = field(default=None)
+    shared: str | None = None       # what a population's members must share (None: the agent trains alone)
 
 
 @dataclass
@@ -125,6 +127,7 @@ def load_sweep(path: str | Path, out: str | None = None, extra: list[str] = ()) 
             raise ConfigError(f"{path}: cells {resolved[key].name} and {cell.name} resolve to the same config "
                               f"(an axis lists one value twice, e.g. 1 and 1.0)")
         resolved[key] = cell
+        cell.shared = shared_key(cfg)
     return Sweep(path, base, sweep_out, cells, spec.get("resources") or {})
 
 
@@ -174,9 +177,8 @@ def run_cell_process(command: list[str], log: str, cell_json: str, run_dir: str,
     if threads > 0:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
-    if not Path(run_dir).exists() or Path(run_dir).is_dir():
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cell_json, json.dumps(axes))
+    if run_dir:
+        label_cell(Path(run_dir), Path(cell_json), axes)
     with open(log, "a") as f:
         f.write("$ " + " ".join(command) + "\n")
         f.flush()
@@ -185,8 +187,15 @@ def run_cell_process(command: list[str], log: str, cell_json: str, run_dir: str,
     return code, (lines[-1] if lines else "")
 
 
+def label_cell(run_dir: Path, cell_json: Path, axes: dict) -> None:
+    """Write the cell's axes beside its run (a directory that is a file is left to fail in its run)."""
+    if not run_dir.exists() or run_dir.is_dir():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cell_json, json.dumps(axes))
+
+
 def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: bool = False,
-              ray_address: str | None = None) -> list[Cell]:
+              ray_address: str | None = None, population: int = 0) -> list[Cell]:
     for cell in sweep.cells:
         cell.state = cell_state(cell.run_dir)
         cell.log = sweep.out / "logs" / f"{cell.name}.log"
@@ -199,17 +208,20 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: b
     sweep.out.mkdir(parents=True, exist_ok=True)
     threads = (env_threads() or max(1, available_cores() // max(1, workers)) if backend == "local"
                else int(sweep.resources.get("num_cpus", 1)))
-    jobs = [(cell_command(c, sweep.base, threads), str(c.log), str(c.run_dir / CELL_FILE), str(c.run_dir), c.axes, threads)
-            for c in todo]
+    groups = pack(todo, population) if population > 1 else [[c] for c in todo]
+    jobs = [population_job(group, sweep, threads) if len(group) > 1 else
+            (cell_command(group[0], sweep.base, threads), str(group[0].log), str(group[0].run_dir / CELL_FILE),
+             str(group[0].run_dir), group[0].axes, threads) for group in groups]
     if backend == "ray":
         results = _run_ray(jobs, sweep.resources, ray_address)
     else:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:   # threads only wait on subprocesses
             results = list(pool.map(lambda job: run_cell_process(*job), jobs))
-    for cell, (code, last) in zip(todo, results):
-        started = cell.state
-        cell.state = ("resumed" if started == "resume" else "finished") if code == 0 else f"failed ({code})"
-        cell.result = last
+    for group, (code, last) in zip(groups, results):
+        for cell in group:   # a population's members end one by one: each cell by its own run directory
+            ok = code == 0 or (len(group) > 1 and (cell.run_dir / SUMMARY_FILE).is_file())
+            cell.state = ("resumed" if cell.state == "resume" else "finished") if ok else f"failed ({code})"
+            cell.result = last
     for cell in sweep.cells:
         cell.final_return = final_eval_return(cell.run_dir)
         if cell.state == "done":
@@ -220,6 +232,32 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: b
             cell.state = "diverged"
     print_summary(sweep.cells)
     return sweep.cells
+
+
+def pack(cells: list[Cell], size: int) -> list[list[Cell]]:
+    """Cells that may share a process, in populations of at most ``size`` (the others alone)."""
+    groups: dict[str, list[Cell]] = {}
+    alone = []
+    for cell in cells:
+        (groups.setdefault(cell.shared, []) if cell.shared else alone).append(cell)
+    packed = [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+    return packed + [[c] for c in alone]
+
+
+def population_job(group: list[Cell], sweep: Sweep, threads: int) -> tuple:
+    """A population's manifest (written now, with its cells' labels) and the subprocess that trains it."""
+    from rlsmooth.population.manifest import write_manifest
+    name = group[0].name if len(group) == 1 else f"{group[0].name}+{len(group) - 1}"
+    manifest = sweep.out / "populations" / f"{name}.json"
+    members = []
+    for cell in group:
+        label_cell(cell.run_dir, cell.run_dir / CELL_FILE, cell.axes)
+        members.append({"run_dir": str(cell.run_dir.resolve()), "base": str(sweep.base),
+                        "overrides": [f"threads={threads}", *cell.overrides, "loop.progress=false"],
+                        "replace": cell.state == "restart"})
+    write_manifest(manifest, members)
+    command = [sys.executable, "-m", "rlsmooth", "population", str(manifest)]
+    return command, str(sweep.out / "logs" / f"{name}.log"), "", "", {}, threads
 
 
 def _run_ray(jobs: list, resources: dict, address: str | None) -> list[tuple[int, str]]:

@@ -225,6 +225,18 @@ def read_summary(run_dir: Path) -> dict | None:
     return data
 
 
+def finished_reason(done: dict, cfg) -> str | None:
+    """Why a run with a summary has nothing left to do, or None when its budget now reaches further."""
+    if done.get("diverged"):
+        return (f"diverged after step {int(done.get('diverged_after_step', 0)):,}; nothing to resume "
+                f"(--replace starts it over)")
+    if "stopped_at_return" in done:
+        return f"stopped at step {int(done['step']):,}, past loop.stop_return; nothing to resume"
+    if done.get("step", 0) >= cfg.loop.total_steps:
+        return f"finished at step {int(done['step']):,}; nothing to resume (its summary is kept)"
+    return None
+
+
 def read_config(run_dir: Path) -> dict:
     path = Path(run_dir) / CONFIG_FILE
     if not Path(run_dir).is_dir():

@@ -160,6 +160,11 @@ class RunSkeleton:
             self.episodes.ret[:] = 0.0
             self.episodes.length[:] = 0
 
+    def due(self, final: bool) -> bool:
+        """Whether this step logs, evaluates or checkpoints (a population syncs a member's solo objects then)."""
+        c = self.counters
+        return final or self.step >= min(c["next_log"], c["next_eval"], c["next_checkpoint"])
+
     def advance(self, steps: int) -> int:
         self.counters["step"] += steps
         self.logger.progress(self.step)

@@ -1,0 +1,109 @@
+"""Adam over stacked member parameters, each member stepping as its solo ``torch.optim.Adam`` would.
+
+Per member: a learning rate and epsilon; the rho-scaling modes as a learning-rate divisor (``lr``)
+and a gradient divisor (``grad``) of the rho layers' weights; global-norm gradient clipping; and a
+mask, so a member that does not update this step (or has finished) keeps its parameters and state.
+The update is torch's: m <- lerp(m, g, 1 - b1), v <- b2 v + (1 - b2) g^2,
+p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+"""
+from __future__ import annotations
+
+import torch
+
+from rlsmooth.population.stacked import StackedQNetwork
+
+BETAS = (0.9, 0.999)   # torch.optim.Adam's defaults, which every rlsmooth Adam uses
+
+
+class StackedAdam:
+    def __init__(self, net: StackedQNetwork, lr: torch.Tensor, eps: torch.Tensor, grad_clip: torch.Tensor,
+                 rho_lr: dict[str, torch.Tensor], rho_grad: dict[str, torch.Tensor]):
+        self.net = net
+        self.params = list(net.weight.values()) + list(net.bias.values())
+        self.names = [("weight", n) for n in net.weight] + [("bias", n) for n in net.bias]
+        self.lr, self.eps, self.grad_clip = lr, eps, grad_clip          # (K,) each
+        self.rho_lr, self.rho_grad = rho_lr, rho_grad                    # {layer: (K,) bool}
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.steps = torch.zeros(net.members, dtype=torch.float64, device=self.params[0].device)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def _per_member(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return x.view(-1, *([1] * (like.dim() - 1)))
+
+    def _scale_rho_grads(self) -> None:
+        for layer, on in self.rho_grad.items():
+            grad = self.net.weight[layer.replace(".", "_")].grad
+            if grad is not None and bool(on.any()):
+                divisor = torch.where(on.to(grad.device), self.net.rho_divisor(layer), torch.ones(()).to(grad.device))
+                grad.div_(self._per_member(divisor, grad))
+
+    def _clip(self) -> None:
+        """torch.nn.utils.clip_grad_norm_ per member (members with grad_clip 0 are left alone)."""
+        if not bool((self.grad_clip > 0).any()):
+            return
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)       # (K,)
+        coef = (self.grad_clip / (norms + 1e-6)).clamp(max=1.0)
+        coef = torch.where(self.grad_clip > 0, coef, torch.ones_like(coef))
+        for g in grads:
+            g.mul_(self._per_member(coef, g))
+
+    def step(self, mask: torch.Tensor) -> None:
+        """One Adam step for the members in ``mask`` (K,) bool, after ``backward``."""
+        self._scale_rho_grads()
+        self._clip()
+        b1, b2 = BETAS
+        steps = self.steps + mask.to(self.steps.dtype)
+        # the step's scalars in double precision, then float32, as torch's Adam computes them
+        bias1, bias2_sqrt = 1 - b1 ** steps, (1 - b2 ** steps).sqrt()
+        with torch.no_grad():
+            for i, (p, (kind, key)) in enumerate(zip(self.params, self.names)):
+                if p.grad is None:
+                    continue
+                lr = self.lr
+                layer = next((n for n in self.rho_lr if n.replace(".", "_") == key), None)
+                if kind == "weight" and layer is not None:
+                    divisor = self.net.rho_divisor(layer, lr=True).double()
+                    lr = lr / torch.where(self.rho_lr[layer].to(lr.device), divisor, torch.ones_like(divisor))
+                shape = self._per_member
+                m = torch.lerp(self.exp_avg[i], p.grad, 1 - b1)
+                v = self.exp_avg_sq[i] * b2 + (1 - b2) * p.grad * p.grad
+                denom = v.sqrt() / shape(bias2_sqrt.float(), p) + shape(self.eps, p)
+                new = p - shape((lr / bias1).float(), p) * m / denom
+                keep = shape(mask, p)
+                self.exp_avg[i] = torch.where(keep, m, self.exp_avg[i])
+                self.exp_avg_sq[i] = torch.where(keep, v, self.exp_avg_sq[i])
+                p.copy_(torch.where(keep, new, p))
+        self.steps = steps
+
+    # -- a member's state as its solo torch.optim.Adam holds it --------------------------------------
+    def _slot(self, solo_name: str) -> int:
+        layer = solo_name.split(".parametrizations")[0] if ".parametrizations." in solo_name else solo_name.rsplit(".", 1)[0]
+        kind = "bias" if solo_name.endswith("bias") else "weight"
+        return self.names.index((kind, layer.replace(".", "_")))
+
+    def export(self, k: int, optimizer: torch.optim.Optimizer, solo_net: torch.nn.Module) -> None:
+        """Write member ``k``'s moments and step count into its solo optimizer (for its checkpoint)."""
+        names = {id(p): n for n, p in solo_net.named_parameters()}
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                i = self._slot(names[id(p)])
+                optimizer.state[p] = {"step": torch.tensor(float(self.steps[k]), dtype=torch.float32),
+                                      "exp_avg": self.exp_avg[i][k].clone(), "exp_avg_sq": self.exp_avg_sq[i][k].clone()}
+
+    def load(self, k: int, optimizer: torch.optim.Optimizer, solo_net: torch.nn.Module) -> None:
+        """Take member ``k``'s moments and step count from its solo optimizer (a resumed run)."""
+        names = {id(p): n for n, p in solo_net.named_parameters()}
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                state = optimizer.state.get(p)
+                if not state:
+                    continue
+                i = self._slot(names[id(p)])
+                self.exp_avg[i][k] = state["exp_avg"].to(self.exp_avg[i].device)
+                self.exp_avg_sq[i][k] = state["exp_avg_sq"].to(self.exp_avg_sq[i].device)
+                self.steps[k] = float(state["step"])
