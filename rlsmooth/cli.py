@@ -194,6 +194,18 @@ def cmd_compare(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.population:
+        from rlsmooth.experiments.bench_population import NETS, run_population_bench
+        try:
+            sizes = [int(k) for k in args.population.split(",")]
+        except ValueError:
+            raise ConfigError(f"--population {args.population}: expected sizes like 8,16") from None
+        nets = args.nets.split(",")
+        if min(sizes) < 1 or args.steps < 100 or args.repeats < 1 or not set(nets) <= set(NETS):
+            raise ConfigError(f"--population sizes >= 1, --steps >= 100, --repeats >= 1, --nets from {', '.join(NETS)}")
+        run_population_bench(sizes, args.steps, args.repeats, args.device if args.device != "auto" else "cpu",
+                             args.game or "breakout", nets, args.json)
+        return 0
     from rlsmooth.agents import AGENTS
     from rlsmooth.experiments.bench import run_bench
     if args.agent not in ("all", *AGENTS):
@@ -279,6 +291,11 @@ def _add_bench(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="also time the update compiled against eager (value agents; compiling takes a while)")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--population", default=None, metavar="K[,K...]",
+                   help="instead: aggregate agent steps/s of K MinAtar DQN runs as one population against the same "
+                        "runs as a sweep runs them (one process per core); --steps is then per member")
+    p.add_argument("--nets", default="default,c32_h256",
+                   help="with --population: MinAtar torsos to measure (default, c32_h256 = the paper's largest)")
     p.set_defaults(func=cmd_bench)
 
 

@@ -3,8 +3,8 @@
 Per member: a learning rate and epsilon; the rho-scaling modes as a learning-rate divisor (``lr``)
 and a gradient divisor (``grad``) of the rho layers' weights; global-norm gradient clipping; and a
 mask, so a member that does not update this step (or has finished) keeps its parameters and state.
-The update is torch's: m <- lerp(m, g, 1 - b1), v <- b2 v + (1 - b2) g^2,
-p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+The step itself is torch's fused Adam kernel (the solo runs' default) over each member's slices of
+the stacked tensors, one call for all members that share a learning rate and epsilon.
 """
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ class StackedAdam:
         self.names = [("weight", n) for n in net.weight] + [("bias", n) for n in net.bias]
         self.lr, self.eps, self.grad_clip = lr, eps, grad_clip          # (K,) each
         self.rho_lr, self.rho_grad = rho_lr, rho_grad                    # {layer: (K,) bool}
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.steps = torch.zeros(net.members, dtype=torch.float64, device=self.params[0].device)
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in self.params]
+        # one step count per member, as the solo optimiser's state holds it (float32, on the parameters' device)
+        self.step_counts = [torch.zeros((), dtype=torch.float32, device=self.params[0].device)
+                            for _ in range(net.members)]
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -56,29 +58,31 @@ class StackedAdam:
         """One Adam step for the members in ``mask`` (K,) bool, after ``backward``."""
         self._scale_rho_grads()
         self._clip()
+        members = mask.nonzero().flatten().tolist()
+        for k in members:
+            self.step_counts[k] += 1
+        groups: dict[tuple, list[list[torch.Tensor]]] = {}
+        for i, (p, (kind, key)) in enumerate(zip(self.params, self.names)):
+            if p.grad is None:
+                continue
+            layer = next((n for n in self.rho_lr if n.replace(".", "_") == key), None) if kind == "weight" else None
+            for k in members:
+                lr = float(self.lr[k])
+                if layer is not None and bool(self.rho_lr[layer][k]):   # a tensor lr, as the solo fused step has
+                    lr = self.lr[k].float() / self.net.rho_divisor(layer, lr=True)[k]
+                group = groups.setdefault((id(lr) if torch.is_tensor(lr) else lr, float(self.eps[k])),
+                                          [[], [], [], [], [], lr])
+                for slot, tensor in zip(group, (p.detach()[k], p.grad[k], self.exp_avg[i][k], self.exp_avg_sq[i][k],
+                                                self.step_counts[k])):
+                    slot.append(tensor)
         b1, b2 = BETAS
-        steps = self.steps + mask.to(self.steps.dtype)
-        # the step's scalars in double precision, then float32, as torch's Adam computes them
-        bias1, bias2_sqrt = 1 - b1 ** steps, (1 - b2 ** steps).sqrt()
-        with torch.no_grad():
-            for i, (p, (kind, key)) in enumerate(zip(self.params, self.names)):
-                if p.grad is None:
-                    continue
-                lr = self.lr
-                layer = next((n for n in self.rho_lr if n.replace(".", "_") == key), None)
-                if kind == "weight" and layer is not None:
-                    divisor = self.net.rho_divisor(layer, lr=True).double()
-                    lr = lr / torch.where(self.rho_lr[layer].to(lr.device), divisor, torch.ones_like(divisor))
-                shape = self._per_member
-                m = torch.lerp(self.exp_avg[i], p.grad, 1 - b1)
-                v = self.exp_avg_sq[i] * b2 + (1 - b2) * p.grad * p.grad
-                denom = v.sqrt() / shape(bias2_sqrt.float(), p) + shape(self.eps, p)
-                new = p - shape((lr / bias1).float(), p) * m / denom
-                keep = shape(mask, p)
-                self.exp_avg[i] = torch.where(keep, m, self.exp_avg[i])
-                self.exp_avg_sq[i] = torch.where(keep, v, self.exp_avg_sq[i])
-                p.copy_(torch.where(keep, new, p))
-        self.steps = steps
+        for (_, eps), (params, grads, m, v, steps, lr) in groups.items():
+            torch._fused_adam_(params, grads, m, v, [], steps, lr=lr, beta1=b1, beta2=b2, weight_decay=0.0, eps=eps,
+                               amsgrad=False, maximize=False)
+
+    @property
+    def steps(self) -> torch.Tensor:
+        return torch.stack(self.step_counts)
 
     # -- a member's state as its solo torch.optim.Adam holds it --------------------------------------
     def _slot(self, solo_name: str) -> int:
@@ -92,7 +96,7 @@ class StackedAdam:
         for group in optimizer.param_groups:
             for p in group["params"]:
                 i = self._slot(names[id(p)])
-                optimizer.state[p] = {"step": torch.tensor(float(self.steps[k]), dtype=torch.float32),
+                optimizer.state[p] = {"step": self.step_counts[k].clone(),
                                       "exp_avg": self.exp_avg[i][k].clone(), "exp_avg_sq": self.exp_avg_sq[i][k].clone()}
 
     def load(self, k: int, optimizer: torch.optim.Optimizer, solo_net: torch.nn.Module) -> None:
@@ -106,4 +110,4 @@ class StackedAdam:
                 i = self._slot(names[id(p)])
                 self.exp_avg[i][k] = state["exp_avg"].to(self.exp_avg[i].device)
                 self.exp_avg_sq[i][k] = state["exp_avg_sq"].to(self.exp_avg_sq[i].device)
-                self.steps[k] = float(state["step"])
+                self.step_counts[k].fill_(float(state["step"]))
