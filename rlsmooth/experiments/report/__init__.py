@@ -93,6 +93,7 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
 
     out.mkdir(parents=True, exist_ok=True)
     tables.write_scores_csv(runs, scores, out)
+    tables.write_inputs(paths, out, baseline=baseline, reps=reps, last_n=last_n)
     skips = {r.frames_per_step for r in runs}
     frames = skips.pop() if len(skips) == 1 and all(r.suite == "atari" for r in runs) else None
     cores = sorted({r.core for r in runs}, key=lambda c: (not c.endswith(baseline), c))

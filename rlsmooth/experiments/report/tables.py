@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from pathlib import Path
@@ -21,6 +22,13 @@ def relative(path: Path, out: Path) -> str:
     """A run's path as the report names it: relative to the report's own folder, so a report and
     its runs can move together (results/<study>/report and results/<study>/runs)."""
     return os.path.relpath(Path(path).resolve(), Path(out).resolve())
+
+
+def write_inputs(paths: list[Path], out: Path, **flags) -> None:
+    """``compare.json``: the inputs (relative to the report) and flags, so the report can be re-derived
+    from its runs by one command."""
+    inputs = [relative(p, out) for p in paths]
+    (out / "compare.json").write_text(json.dumps({"inputs": inputs, **flags}, indent=1) + "\n")
 
 
 def write_scores_csv(runs: list[Run], scores: dict[Path, Score], out: Path) -> None:
