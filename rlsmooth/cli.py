@@ -168,7 +168,8 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from rlsmooth.experiments.evaluate_run import evaluate_run
-    print(evaluate_run(Path(args.run_dir), args.episodes, args.device, args.greedy))
+    print(evaluate_run(Path(args.run_dir), args.episodes, args.device, args.greedy,
+                       Path(args.video) if args.video else None))
     return 0
 
 
@@ -246,6 +247,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--greedy", action="store_true", help="greedy policy (epsilon 0 / argmax of pi)")
+    p.add_argument("--video", metavar="DIR", help="play the episodes one env at a time and write each as "
+                   "DIR/episode_<i>.mp4 (Atari in full colour, MinAtar's grid; needs the video extra)")
     p.set_defaults(func=cmd_eval)
 
 

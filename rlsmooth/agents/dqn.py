@@ -189,7 +189,8 @@ def evaluator(run: RunSkeleton, net: nn.Module, head: ValueHead) -> Callable[[],
     def run_eval() -> dict[str, float]:
         policy = epsilon_greedy_policy(net, head, run.device, run.eval_env.num_actions, cfg.loop.eval_epsilon,
                                        run.streams.generator(seeding.EVAL_POLICY, run.step))
-        result = evaluate(run.eval_env, policy, cfg.loop.eval_steps, cfg.loop.eval_episodes)
+        result = evaluate(run.eval_env, policy, cfg.loop.eval_steps, cfg.loop.eval_episodes,
+                          progress=cfg.loop.progress)
         return {**eval_metrics(result, cfg.env.suite, cfg.env.game),
                 **diagnostics(net, head.q_values, result.states, run.device)}
     return run_eval

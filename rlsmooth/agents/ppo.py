@@ -214,7 +214,7 @@ def evaluator(run: RunSkeleton, net: ActorCritic) -> Callable[[], dict[str, floa
         for greedy in {"sampled": (False,), "greedy": (True,), "both": (False, True)}[algo.eval_policy]:
             generator = torch.Generator().manual_seed(run.streams.torch_seed(seeding.EVAL_POLICY, run.step))
             result = evaluate(run.eval_env, sampling_policy(net, run.device, greedy, generator), cfg.loop.eval_steps,
-                              cfg.loop.eval_episodes, keep_states=0)
+                              cfg.loop.eval_episodes, keep_states=0, progress=cfg.loop.progress)
             found = eval_metrics(result, cfg.env.suite, cfg.env.game)
             if greedy and algo.eval_policy == "both":
                 found = {k.replace("eval/", "eval/greedy/"): v for k, v in found.items()}

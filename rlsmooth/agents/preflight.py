@@ -7,6 +7,7 @@ import os
 import sys
 
 from rlsmooth.agents import AGENTS, algo_classes
+from rlsmooth.config.coerce import to_dict
 from rlsmooth.config.sections import TrainConfig, parse_train_config
 from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.envs import check_game, make_vec_env
@@ -19,6 +20,10 @@ from rlsmooth.pieces.seeding import EVAL_CLI, SeedStreams
 ENV_BYTES = {"atari": 2 * 2**20, "minatar": 16 * 2**10, "test": 1 * 2**10}
 WARN_FRACTION = 0.8
 MANY_ENVS = 4096
+# Periods and lengths (agent steps) that a short run can leave unreached: a preset's 125k evaluation
+# period or 250k epsilon decay makes a 20k-step run evaluate never and explore to the end.
+SCHEDULE_KEYS = ("algo.learning_starts", "algo.epsilon_decay_steps", "algo.target_update_every",
+                 "loop.eval_every", "loop.eval_steps")
 
 
 def load_train_config(data: dict) -> TrainConfig:
@@ -37,7 +42,25 @@ def load_train_config(data: dict) -> TrainConfig:
                           f"also normalises: SN already rescales that layer's step, so rho-scaling it would do it twice; "
                           f"use one or the other (docs/method.md)")
     check_memory(cfg, obs_shape, frame_channels)
+    check_schedules(cfg)
     return cfg
+
+
+def long_schedules(cfg: TrainConfig) -> list[str]:
+    """``key=value`` of every schedule longer than the run (epsilon's decay counted from learning_starts)."""
+    values = {f"{section}.{key}": value for section in ("algo", "loop")
+              for key, value in to_dict(getattr(cfg, section)).items()}
+    total = cfg.loop.total_steps
+    ends = {key: values[key] for key in SCHEDULE_KEYS if key in values}
+    if "algo.epsilon_decay_steps" in ends:
+        ends["algo.epsilon_decay_steps"] += values["algo.learning_starts"]
+    return [f"{key}={values[key]:_}" for key, end in ends.items() if end > total]
+
+
+def check_schedules(cfg: TrainConfig) -> None:
+    if long := long_schedules(cfg):
+        warn(f"longer than loop.total_steps={cfg.loop.total_steps:_}: {', '.join(long)} "
+             f"(override them for a short run, e.g. loop.eval_every=... algo.epsilon_decay_steps=...)")
 
 
 def estimate_memory(cfg: TrainConfig, obs_shape: tuple, frame_channels: int) -> int:

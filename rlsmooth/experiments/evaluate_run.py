@@ -14,15 +14,14 @@ from rlsmooth.pieces.envs import make_vec_env
 from rlsmooth.pieces.scores import human_normalized
 from rlsmooth.pieces.seeding import EVAL_CLI, SeedStreams
 from rlsmooth.training import checkpoint as ckpt
+from rlsmooth.experiments.video import check_video_extra, record
 from rlsmooth.training.evaluation import evaluate
 from rlsmooth.training.rundir import CHECKPOINT, read_config
 from rlsmooth.training.runtime import resolve_device
 
-def evaluate_run(run_dir: Path, episodes: int, device_name: str = "auto", greedy: bool = False) -> str:
-    if episodes < 1:
-        raise ConfigError("--episodes must be >= 1")
+def load_saved_run(run_dir: Path):
+    """(config, checkpoint state, agent module) of a run whose config and checkpoint agree."""
     cfg = parse_train_config(read_config(run_dir), algo_classes())
-    module = AGENTS[cfg.agent]
     path = Path(run_dir) / CHECKPOINT
     state = ckpt.load(path)
     if "net" not in state:
@@ -32,19 +31,36 @@ def evaluate_run(run_dir: Path, episodes: int, device_name: str = "auto", greedy
     if shaping:
         raise ConfigError(f"{Path(run_dir) / 'config.yaml'} disagrees with its checkpoint: {ckpt.describe(shaping)}; "
                           f"the checkpoint's network belongs to the run it was written by")
+    return cfg, state, AGENTS[cfg.agent]
+
+
+def evaluate_run(run_dir: Path, episodes: int, device_name: str = "auto", greedy: bool = False,
+                 video: Path | None = None) -> str:
+    if episodes < 1:
+        raise ConfigError("--episodes must be >= 1")
+    cfg, state, module = load_saved_run(run_dir)
+    if video is not None:
+        check_video_extra(cfg.env.suite, Path(video))
     device = resolve_device(device_name)
-    env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(EVAL_CLI, min(cfg.env.eval_num_envs, episodes)),
-                       training=False)
-    policy = module.load_policy(cfg, state, env, device, greedy)
-    result = evaluate(env, policy, steps=cfg.loop.eval_steps, episodes=episodes, keep_states=0)
-    env.close()
-    if not result.returns:
-        return f"no episode finished within {cfg.loop.eval_steps * 100} agent steps"
-    mean, std = float(np.mean(result.returns)), float(np.std(result.returns))
-    line = (f"{cfg.agent} {cfg.env.suite}/{cfg.env.game} step {int(state['step'])}: "
-            f"return {mean:.2f} ± {std:.2f} over {len(result.returns)} episodes"
-            f"{' (greedy)' if greedy else ''}")
+    head = f"{cfg.agent} {cfg.env.suite}/{cfg.env.game} step {int(state['step'])}"
+    seeds = SeedStreams(cfg.seed).env_seeds(EVAL_CLI, episodes if video is not None else
+                                            min(cfg.env.eval_num_envs, episodes))
+    if video is not None:
+        played = record(cfg, lambda env: module.load_policy(cfg, state, env, device, greedy), seeds, Path(video))
+        returns = [e.episode_return for e in played]
+        where = f"; videos in {video} ({played[0].frame_shape[1]}x{played[0].frame_shape[0]})"
+    else:
+        env = make_vec_env(cfg.env, seeds, training=False)
+        policy = module.load_policy(cfg, state, env, device, greedy)
+        result = evaluate(env, policy, steps=cfg.loop.eval_steps, episodes=episodes, keep_states=0,
+                          progress=True)
+        env.close()
+        if not result.returns:
+            return f"no episode finished within {cfg.loop.eval_steps * 100} agent steps"
+        returns, where = result.returns, ""
+    mean, std = float(np.mean(returns)), float(np.std(returns))
+    line = f"{head}: return {mean:.2f} ± {std:.2f} over {len(returns)} episodes{' (greedy)' if greedy else ''}"
     hns = human_normalized(cfg.env.game, mean) if cfg.env.suite == "atari" else math.nan
     if not math.isnan(hns):
         line += f"; human-normalised {hns:.3f}"
-    return line
+    return line + where

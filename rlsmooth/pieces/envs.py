@@ -63,6 +63,27 @@ def training_reward(raw: np.ndarray, clip: bool) -> np.ndarray:
     return np.clip(raw, -1.0, 1.0) if clip else raw
 
 
+def ale_options(cfg: EnvConfig, max_steps: int, colour: bool = False) -> dict:
+    """ale-py vector env options of the protocol; ``colour``: full-size RGB frames, one per step
+    (for videos: the same games, seeds and actions, so the same episodes, seen in colour)."""
+    paper = cfg.protocol == "paper"
+    image = ({"stack_num": 1, "maxpool": False, "img_height": 210, "img_width": 160, "grayscale": False} if colour else
+             {"stack_num": cfg.frame_stack, "maxpool": True, "img_height": 84, "img_width": 84, "grayscale": True})
+    return dict(
+        autoreset_mode="SameStep",
+        max_num_frames_per_episode=(max_steps + 1) * cfg.frame_skip,   # never reached: the cap is ours
+        repeat_action_probability=0.0 if paper else 0.25,
+        noop_max=30 if paper else 0,
+        frameskip=cfg.frame_skip,
+        **image,
+        # Life loss and clipping are applied by AtariVecEnv, so that raw scores stay visible.
+        episodic_life=False,
+        life_loss_info=False,
+        reward_clipping=False,
+        use_fire_reset=cfg.fire_reset,
+    )
+
+
 class AtariVecEnv:
     """N ALE games stepped in C++ threads (``ale_py.vector_env.AtariVectorEnv``).
 
@@ -77,33 +98,14 @@ class AtariVecEnv:
         from ale_py.vector_env import AtariVectorEnv
 
         check_game(cfg)
-        paper = cfg.protocol == "paper"
         self.num_envs = num_envs
         self.frame_channels = 1
         self.clip_rewards = training and cfg.clip_rewards
-        self.life_loss_terminal = training and paper
+        self.life_loss_terminal = training and cfg.protocol == "paper"
         self._seeds: np.ndarray | None = np.array([ale_seed(w) for w in seeds], dtype=np.int64)
         self.max_steps = -(-cfg.max_episode_frames // cfg.frame_skip)   # agent steps per episode, rounded up
         self._steps = np.zeros(num_envs, np.int64)                       # agent steps into each episode
-        self._env = AtariVectorEnv(
-            cfg.game,
-            num_envs,
-            autoreset_mode="SameStep",
-            max_num_frames_per_episode=(self.max_steps + 1) * cfg.frame_skip,   # never reached: see above
-            repeat_action_probability=0.0 if paper else 0.25,
-            noop_max=30 if paper else 0,
-            frameskip=cfg.frame_skip,
-            stack_num=cfg.frame_stack,
-            maxpool=True,
-            img_height=84,
-            img_width=84,
-            grayscale=True,
-            # Life loss and clipping are applied here, so that raw scores stay visible.
-            episodic_life=False,
-            life_loss_info=False,
-            reward_clipping=False,
-            use_fire_reset=cfg.fire_reset,
-        )
+        self._env = AtariVectorEnv(cfg.game, num_envs, **ale_options(cfg, self.max_steps))
         self.num_actions = int(self._env.single_action_space.n)
         self.obs_shape = tuple(self._env.single_observation_space.shape)
         self._lives = np.zeros(num_envs, dtype=np.int64)

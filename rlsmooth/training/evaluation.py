@@ -5,6 +5,7 @@ import math
 from typing import Callable, NamedTuple
 
 import numpy as np
+from tqdm import tqdm
 
 from rlsmooth.pieces.envs import VecEnv
 from rlsmooth.pieces.scores import human_normalized
@@ -17,11 +18,14 @@ class EvalResult(NamedTuple):
 
 
 def evaluate(env: VecEnv, policy: Callable[[np.ndarray], np.ndarray], steps: int, episodes: int = 0,
-             keep_states: int = 256) -> EvalResult:
+             keep_states: int = 256, progress: bool = False) -> EvalResult:
     """Run ``policy`` for ``steps`` agent steps (or until ``episodes`` episodes finished, if > 0).
 
     Episodes still running at the end are not counted, so every return is a whole episode.
+    ``progress`` shows a bar that is cleared when the phase ends.
     """
+    bar = tqdm(total=episodes or steps, unit="episode" if episodes else "step", desc="evaluating", leave=False,
+               disable=not progress)
     obs = env.reset()
     running = np.zeros(env.num_envs)
     length = np.zeros(env.num_envs, np.int64)
@@ -44,6 +48,8 @@ def evaluate(env: VecEnv, policy: Callable[[np.ndarray], np.ndarray], steps: int
             length[i] = 0
         obs = step.obs
         taken += env.num_envs
+        bar.update(len(np.flatnonzero(step.episode_end)) if episodes else env.num_envs)
+    bar.close()
     if episodes:
         returns, lengths = returns[:episodes], lengths[:episodes]
     kept = np.concatenate(states) if states else np.zeros((0, *env.obs_shape), np.uint8)
