@@ -3,6 +3,7 @@ network (on the CPU, then dropped) to resolve the game and every layer selector,
 run fits in this machine's memory.  Everything here fails before anything is written."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -43,6 +44,8 @@ def load_train_config(data: dict) -> TrainConfig:
                           f"use one or the other (docs/method.md)")
     check_memory(cfg, obs_shape, frame_channels)
     check_schedules(cfg)
+    if cfg.wandb.enabled and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("wandb.enabled needs the wandb extra: pip install -e '.[wandb]'")
     return cfg
 
 

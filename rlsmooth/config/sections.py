@@ -183,6 +183,29 @@ class LoopConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Weights & Biases logging (the ``wandb`` extra), besides metrics.jsonl and TensorBoard: the same
+    metrics at the same agent steps, the resolved config as the run's config; a resumed run continues
+    the same W&B run."""
+
+    enabled: bool = False
+    """Log this run to W&B."""
+    project: str = "rlsmooth"
+    """W&B project."""
+    entity: str = ""
+    """W&B entity (team or user); empty = your default entity."""
+    group: str = ""
+    """W&B group; empty = the sweep's name for a sweep's runs (the sweep directory's name), else none."""
+    name: str = ""
+    """W&B run name; empty = the run directory's name."""
+    mode: Literal["online", "offline"] = "online"
+    """``offline`` writes the W&B files into the run directory only (``wandb sync`` uploads them later)."""
+
+    def validate(self) -> None:
+        require(bool(self.project.strip()), "wandb.project must not be empty")
+
+
+@dataclass
 class TrainConfig:
     """A whole run: the agent, its ``algo`` section, the shared sections, seed, device and threads."""
 
@@ -203,6 +226,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 def parse_train_config(data: dict, algo_classes: dict[str, type]) -> TrainConfig:

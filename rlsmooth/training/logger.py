@@ -6,6 +6,7 @@ bench's writes into memory and nowhere else.  Every sink gets the same records.
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 from pathlib import Path
 from typing import Protocol
@@ -97,8 +98,45 @@ class MemorySink:
         pass
 
 
-def run_dir_sinks(run_dir: Path, start_step: int) -> list[Sink]:
-    return [JsonlSink(Path(run_dir) / METRICS_FILE, start_step), TensorBoardSink(run_dir, start_step)]
+WANDB_ID_FILE = "wandb_run_id"
+
+
+class WandbSink:
+    """A W&B run per run directory.  Its id is kept in the run directory (``wandb_run_id``), so a
+    resumed run continues the same W&B run; offline files go to ``<run dir>/wandb``."""
+
+    def __init__(self, run_dir: Path, settings, config: dict):
+        import wandb
+        id_file = Path(run_dir) / WANDB_ID_FILE
+        run_id = read_text(id_file, "W&B run id").strip() if id_file.is_file() else secrets.token_hex(6)
+        atomic_write_text(id_file, run_id + "\n")
+        in_sweep = (Path(run_dir) / "sweep_cell.json").is_file()
+        try:
+            self._run = self._init(wandb, run_dir, settings, config, run_id, in_sweep)
+        except Exception as exc:   # not logged in, no network, a bad entity: one line, not a traceback
+            raise ConfigError(f"W&B did not start ({type(exc).__name__}: {exc}); wandb.mode=offline needs no "
+                              f"account or network") from None
+
+    @staticmethod
+    def _init(wandb, run_dir: Path, settings, config: dict, run_id: str, in_sweep: bool):
+        return wandb.init(project=settings.project, entity=settings.entity or None, id=run_id, resume="allow",
+                          group=settings.group or (Path(run_dir).resolve().parent.name if in_sweep else None),
+                          name=settings.name or Path(run_dir).name, config=config, mode=settings.mode,
+                          dir=str(run_dir), reinit="create_new")
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        self._run.log(dict(metrics), step=int(step))
+
+    def close(self) -> None:
+        self._run.finish()
+
+
+def run_dir_sinks(run_dir: Path, start_step: int, wandb=None, config: dict | None = None) -> list[Sink]:
+    """metrics.jsonl and TensorBoard; W&B too when ``wandb.enabled`` (``wandb``: the config's section)."""
+    sinks: list[Sink] = [JsonlSink(Path(run_dir) / METRICS_FILE, start_step), TensorBoardSink(run_dir, start_step)]
+    if wandb is not None and wandb.enabled:
+        sinks.append(WandbSink(run_dir, wandb, config or {}))
+    return sinks
 
 
 class Logger:
