@@ -1,19 +1,10 @@
 """Bad input: one line naming the problem, exit status 2, nothing on disk lost."""
 import pytest
 
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 from rlsmooth.config.sections import parse_train_config
 from rlsmooth.config.yaml_files import apply_overrides
 from rlsmooth.errors import ConfigError
-
-
-def assert_one_line_error(proc, *needles):
-    assert proc.returncode == 2, proc.stderr
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("override, needle", [

@@ -167,7 +167,7 @@ def make_replay(cfg: TrainConfig, env, streams: SeedStreams, device: torch.devic
     return FrameReplay(algo.replay_capacity, cfg.env.num_envs, (channels, *env.obs_shape[1:]),
                        stack=env.obs_shape[0] // channels, n_step=algo.n_step, gamma=algo.gamma,
                        seed=streams.sequence(seeding.REPLAY),
-                       storage=device if algo.replay_storage == "device" else None)
+                       storage=device if algo.replay_storage == "device" else None, dtype=env.obs_dtype)
 
 
 def load_policy(cfg: TrainConfig, state: dict, env, device: torch.device, greedy: bool = False, head=None):

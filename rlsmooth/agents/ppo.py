@@ -62,7 +62,7 @@ class PPOConfig(ActorCriticConfig):
 
 
 class Rollout(NamedTuple):
-    obs: torch.Tensor        # (T*N, C, H, W) uint8
+    obs: torch.Tensor        # (T*N, C, H, W) uint8 (float32 for gym envs)
     action: torch.Tensor     # (T*N,)
     logprob: torch.Tensor    # (T*N,) log pi_old(a|s)
     value: torch.Tensor      # (T*N,) V_old(s)
@@ -127,8 +127,8 @@ class RolloutBuffers:
     and cross to the device once per rollout, so each step makes one host-to-device copy (the
     observation) and one back (the actions)."""
 
-    def __init__(self, horizon: int, n: int, obs_shape: tuple, device: torch.device):
-        self.obs = torch.zeros((horizon, n, *obs_shape), dtype=torch.uint8, device=device)
+    def __init__(self, horizon: int, n: int, obs_shape: tuple, device: torch.device, obs_dtype=np.uint8):
+        self.obs = torch.from_numpy(np.zeros((horizon, n, *obs_shape), obs_dtype)).to(device)
         self.action = torch.zeros((horizon, n), dtype=torch.long, device=device)
         self.logprob, self.value = (torch.zeros((horizon, n), device=device) for _ in range(2))
         self.reward, self.done = np.zeros((horizon, n), np.float32), np.zeros((horizon, n), np.float32)
@@ -237,7 +237,7 @@ def train_on_policy(cfg: TrainConfig, run_dir: Path | None, update: UpdateFn, re
               messages=messages)
     batch = cfg.env.num_envs * algo.num_steps
     num_iterations = loop.total_steps // batch   # an exact multiple: checked at load
-    buffers = RolloutBuffers(algo.num_steps, cfg.env.num_envs, run.env.obs_shape, run.device)
+    buffers = RolloutBuffers(algo.num_steps, cfg.env.num_envs, run.env.obs_shape, run.device, run.env.obs_dtype)
     run_eval = evaluator(run, net)
     with run.guard() as stop:
         while run.running():

@@ -18,7 +18,7 @@ from rlsmooth.pieces.seeding import EVAL_CLI, SeedStreams
 
 # Host memory per environment: RSS growth per env when building and stepping 256 of them after a
 # warm-up of 8 (ale-py 0.11: 1.5 MiB; MinAtar 1.0: 2 KiB; x86-64), rounded up.  The replay figure is exact.
-ENV_BYTES = {"atari": 2 * 2**20, "minatar": 16 * 2**10, "test": 1 * 2**10}
+ENV_BYTES = {"atari": 2 * 2**20, "minatar": 16 * 2**10, "gym": 64 * 2**10, "test": 1 * 2**10}
 WARN_FRACTION = 0.8
 MANY_ENVS = 4096
 # Periods and lengths (agent steps) that a short run can leave unreached: a preset's 125k evaluation
@@ -72,7 +72,7 @@ def estimate_memory(cfg: TrainConfig, obs_shape: tuple, frame_channels: int) -> 
     envs = (cfg.env.num_envs + cfg.env.eval_num_envs) * ENV_BYTES[cfg.env.suite]
     capacity = getattr(cfg.algo, "replay_capacity", 0)
     on_host = getattr(cfg.algo, "replay_storage", "host") == "host"
-    frame_bytes = frame_channels * obs_shape[1] * obs_shape[2] if on_host else 0
+    frame_bytes = frame_channels * obs_shape[1] * obs_shape[2] * (4 if cfg.env.suite == "gym" else 1) if on_host else 0
     return capacity * (frame_bytes + 13) + envs   # 13 B: action, reward and 5 flags per slot
 
 

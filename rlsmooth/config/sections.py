@@ -14,8 +14,9 @@ from rlsmooth.errors import ConfigError
 class EnvConfig:
     """The environments a run trains and evaluates on (``env``)."""
 
-    suite: Literal["atari", "minatar", "test"] = "minatar"
-    """Environment family: ALE Atari (ale-py), MinAtar, or the tiny deterministic test env."""
+    suite: Literal["atari", "minatar", "gym", "test"] = "minatar"
+    """Environment family: ALE Atari (ale-py), MinAtar, any registered Gymnasium env with Box observations
+    and Discrete actions (``gym``: ``game`` is its id, e.g. CartPole-v1), or the tiny deterministic test env."""
     game: str = "breakout"
     """Game id within the suite, e.g. ``pong`` / ``space_invaders`` (Atari), ``breakout`` (MinAtar), ``chain`` (test)."""
     protocol: Literal["paper", "sticky"] = "paper"
@@ -53,11 +54,12 @@ class EnvConfig:
 class NetworkConfig:
     """The network's torso (``network``); the head belongs to the agent."""
 
-    kind: Literal["auto", "nature", "minatar"] = "auto"
-    """Torso: Nature CNN (Atari), MinAtar net, or ``auto`` (Nature for Atari, MinAtar net otherwise)."""
+    kind: Literal["auto", "nature", "minatar", "mlp"] = "auto"
+    """Torso: Nature CNN (Atari), MinAtar net, fully connected layers only (``mlp``: ``fc1`` ... on the
+    flattened observation), or ``auto`` (Nature for Atari, mlp for gym, MinAtar net otherwise)."""
     hidden: list = field(default_factory=list)
     """Units of the hidden fully connected layers (``fc``, or ``fc1`` ... ``fcM`` when there are several);
-    empty = the torso's default ([512] Nature, [128] MinAtar)."""
+    empty = the torso's default ([512] Nature, [128] MinAtar, [64, 64] mlp)."""
     channels: list = field(default_factory=list)
     """MinAtar torso: output channels of its 3x3 stride-1 convs ``conv1`` ... ``convK``; empty = [16].
     The Nature CNN's convs are fixed."""
@@ -68,6 +70,8 @@ class NetworkConfig:
                      f"{key} must be a list of integers in [1, 65536], got {values!r}")
         require(not (self.kind == "nature" and self.channels),
                  "network.channels applies to the MinAtar torso; the Nature CNN's convs are fixed")
+        require(not (self.kind == "mlp" and self.channels), "network.channels applies to the MinAtar torso; "
+                "the mlp torso has no convs")
 
 
 

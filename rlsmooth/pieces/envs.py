@@ -1,4 +1,5 @@
-"""Vectorised environments with one interface for Atari (ale-py), MinAtar and a tiny test env.
+"""Vectorised environments with one interface for Atari (ale-py), MinAtar, any Gymnasium env with
+Box observations (:mod:`rlsmooth.pieces.gym_env`) and a tiny test env.
 
 Every env auto-resets in the same step ("same-step" autoreset): ``step`` returns the first
 observation of the next episode for envs whose episode ended, and the last observation of the
@@ -32,12 +33,12 @@ TEST_GAMES = ("chain",)
 
 
 class Step(NamedTuple):
-    obs: np.ndarray          # (N, C, H, W) uint8: the observation to act on next
+    obs: np.ndarray          # (N, C, H, W) uint8 (float32 for gym envs): the observation to act on next
     reward: np.ndarray       # (N,) float32, training reward
     raw_reward: np.ndarray   # (N,) float32, game score
     terminal: np.ndarray     # (N,) bool, no bootstrap after this transition
     episode_end: np.ndarray  # (N,) bool, episode over (terminated or truncated)
-    final_obs: np.ndarray    # (N, C, H, W) uint8, last obs of the episode where episode_end, else obs
+    final_obs: np.ndarray    # (N, C, H, W), last obs of the episode where episode_end, else obs
 
 
 def _unknown_game(suite: str, game: str, valid: list[str]) -> ConfigError:
@@ -53,6 +54,9 @@ def atari_games() -> list[str]:
 
 def check_game(cfg: EnvConfig) -> None:
     """Raise ConfigError for an unknown game id, listing close matches."""
+    if cfg.suite == "gym":
+        from rlsmooth.pieces.gym_env import check_gym_env
+        return check_gym_env(cfg)
     valid = {"atari": atari_games, "minatar": lambda: list(MINATAR_GAMES), "test": lambda: list(TEST_GAMES)}[cfg.suite]()
     if cfg.game not in valid:
         raise _unknown_game(cfg.suite, cfg.game, valid)
@@ -93,6 +97,8 @@ class AtariVecEnv:
     when it cuts an episode (ale-py 0.11 and 0.12 at least) the final observation's newest frame is
     wrong: the step loop stops before the last frame is captured and max-pooled.
     """
+
+    obs_dtype = np.uint8
 
     def __init__(self, cfg: EnvConfig, num_envs: int, seeds: list[np.ndarray], training: bool):
         from ale_py.vector_env import AtariVectorEnv
@@ -159,6 +165,8 @@ class AtariVecEnv:
 
 class MinAtarVecEnv:
     """N MinAtar games stepped in Python (each is a 10x10xC binary grid, no frame stack)."""
+
+    obs_dtype = np.uint8
 
     def __init__(self, cfg: EnvConfig, num_envs: int, seeds: list[np.ndarray], training: bool):
         check_game(cfg)
@@ -227,6 +235,7 @@ class ChainVecEnv:
 
     length = 6
     max_steps = 20
+    obs_dtype = np.uint8
 
     def __init__(self, cfg: EnvConfig, num_envs: int, seeds: list[np.ndarray], training: bool):
         check_game(cfg)   # deterministic: the seeds are not used
@@ -278,11 +287,14 @@ class ChainVecEnv:
         pass
 
 
-VecEnv = AtariVecEnv | MinAtarVecEnv | ChainVecEnv
+VecEnv = "AtariVecEnv | MinAtarVecEnv | ChainVecEnv | rlsmooth.pieces.gym_env.GymVecEnv"
 
 
 def make_vec_env(cfg: EnvConfig, seeds: list[np.ndarray], training: bool) -> VecEnv:
     """One env per seed. Training envs (``training=True``) apply reward clipping (``env.clip_rewards``)
     and, under the paper protocol, the life-loss terminal."""
+    if cfg.suite == "gym":   # gymnasium is imported only when a gym env is asked for
+        from rlsmooth.pieces.gym_env import GymVecEnv
+        return GymVecEnv(cfg, len(seeds), seeds, training)
     cls = {"atari": AtariVecEnv, "minatar": MinAtarVecEnv, "test": ChainVecEnv}[cfg.suite]
     return cls(cfg, len(seeds), seeds, training)

@@ -90,7 +90,7 @@ class MinAtarTorso(nn.Module):
 
 
 def make_torso(cfg: NetworkConfig, suite: str, obs_shape: tuple[int, ...]) -> nn.Module:
-    kind = cfg.kind if cfg.kind != "auto" else ("nature" if suite == "atari" else "minatar")
+    kind = cfg.kind if cfg.kind != "auto" else {"atari": "nature", "gym": "mlp"}.get(suite, "minatar")
     c, h, w = obs_shape
     if kind == "nature":
         if h < 36 or w < 36:
@@ -98,6 +98,8 @@ def make_torso(cfg: NetworkConfig, suite: str, obs_shape: tuple[int, ...]) -> nn
         if len(cfg.hidden) > 1:
             raise ConfigError("network.hidden: the Nature CNN has one hidden layer (fc)")
         return NatureTorso(c, h, w, cfg.hidden[0] if cfg.hidden else 512)
+    if kind == "mlp":   # the MinAtar torso without convs: fc1 ... on the flattened observation
+        return MinAtarTorso(c, h, w, cfg.hidden or [64, 64], [])
     return MinAtarTorso(c, h, w, cfg.hidden or [128], cfg.channels or [16])
 
 
@@ -105,7 +107,7 @@ class QNetwork(nn.Module):
     """Torso + linear ``out`` head: Q-values (B, A), or logits (B, A, atoms) when ``num_atoms > 1``.
 
     ``output_divisor``, when set, divides the output by a (detached) scalar -- the ``divout``
-    optimiser-scaling mode.  Inputs are uint8 images scaled by ``obs_scale``.
+    optimiser-scaling mode.  Inputs (uint8 images, or gym's float vectors) are scaled by ``obs_scale``.
     """
 
     def __init__(self, torso: nn.Module, num_actions: int, num_atoms: int = 1, obs_scale: float = 1.0):

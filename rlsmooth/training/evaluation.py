@@ -52,7 +52,7 @@ def evaluate(env: VecEnv, policy: Callable[[np.ndarray], np.ndarray], steps: int
     bar.close()
     if episodes:
         returns, lengths = returns[:episodes], lengths[:episodes]
-    kept = np.concatenate(states) if states else np.zeros((0, *env.obs_shape), np.uint8)
+    kept = np.concatenate(states) if states else np.zeros((0, *env.obs_shape), env.obs_dtype)
     return EvalResult(returns, lengths, kept)
 
 

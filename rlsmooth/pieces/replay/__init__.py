@@ -14,10 +14,11 @@ __all__ = ["Batch", "FrameReplay"]
 
 class FrameReplay:
     def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, ...], stack: int = 1,
-                 n_step: int = 1, gamma: float = 0.99, seed=0, storage: torch.device | str | None = None):
+                 n_step: int = 1, gamma: float = 0.99, seed=0, storage: torch.device | str | None = None,
+                 dtype=np.uint8):
         if capacity < num_envs * (stack + n_step + 2):
             raise ValueError(f"replay capacity {capacity} too small for {num_envs} envs")
-        self.store = FrameStorage(capacity, num_envs, frame_shape, storage)
+        self.store = FrameStorage(capacity, num_envs, frame_shape, storage, dtype)
         self.sampler = UniformSampler(stack, n_step, seed)
         self.assembler = BatchAssembler(stack, n_step)
         self.n_step, self.gamma = n_step, gamma

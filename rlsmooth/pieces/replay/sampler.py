@@ -19,11 +19,11 @@ from rlsmooth.pieces.replay.storage import FrameStorage
 
 
 class Batch(NamedTuple):
-    obs: torch.Tensor        # (B, stack*C, H, W) uint8
+    obs: torch.Tensor        # (B, stack*C, H, W) uint8 (float32 for gym envs)
     action: torch.Tensor     # (B,) int64
     reward: torch.Tensor     # (B,) float32, discounted n-step return sum_{i<k} gamma^i r_i
     discount: torch.Tensor   # (B,) float32, gamma^k, or 0 where the k-th transition was terminal
-    next_obs: torch.Tensor   # (B, stack*C, H, W) uint8
+    next_obs: torch.Tensor   # (B, stack*C, H, W), as obs
 
 
 class Targets(NamedTuple):
@@ -113,7 +113,7 @@ class BatchAssembler:
         if device.type != "cuda":
             return torch.from_numpy(np.take(flat, flat_index, axis=0, mode="clip")), None
         if not self._staging or self._staging[0][0].shape != shape:
-            self._staging = [(torch.empty(shape, dtype=torch.uint8, pin_memory=True),
+            self._staging = [(torch.from_numpy(np.empty(shape, flat.dtype)).pin_memory(),
                               torch.empty(b, dtype=torch.int64, pin_memory=True),
                               torch.empty((2, b), dtype=torch.float32, pin_memory=True),
                               torch.cuda.Event()) for _ in range(2)]
@@ -153,6 +153,6 @@ class BatchAssembler:
         for start, stack in ((np.zeros(b, np.int64), obs), (next_start, nxt)):
             keep = stack_mask(first_window, start, s)
             if keep is not None:
-                stack = stack * torch.from_numpy(keep).to(device)[..., None, None, None].to(torch.uint8)
+                stack = stack * torch.from_numpy(keep).to(device)[..., None, None, None].to(stack.dtype)
             stacks.append(stack.reshape(b, s * store.frame_shape[0], *store.frame_shape[1:]))
         return Batch(stacks[0], action_t, reward_t, discount_t, stacks[1])

@@ -22,16 +22,16 @@ class FrameStorage:
     """What a checkpoint holds (with the sampler's random state)."""
 
     def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, ...],
-                 storage: torch.device | str | None = None):
+                 storage: torch.device | str | None = None, dtype=np.uint8):
         self.num_envs = num_envs
         self.track = capacity // num_envs            # slots per env
         self.frame_shape = tuple(frame_shape)        # (C, H, W) of one frame
         n, t = num_envs, self.track
         self.storage = torch.device(storage) if storage is not None else None   # None: host numpy frames
         if self.storage is None:
-            self.frames = np.zeros((n, t, *self.frame_shape), np.uint8)
+            self.frames = np.zeros((n, t, *self.frame_shape), dtype)   # uint8 images; float32 gym vectors
         else:
-            self.frames = torch.zeros((n, t, *self.frame_shape), dtype=torch.uint8, device=self.storage)
+            self.frames = torch.from_numpy(np.zeros((n, t, *self.frame_shape), dtype)).to(self.storage)
         self.action = np.zeros((n, t), np.int32)
         self.reward = np.zeros((n, t), np.float32)
         self.terminal = np.zeros((n, t), bool)
