@@ -152,6 +152,7 @@ def yaml_value(text):
     return yaml.safe_load(text)
 
 
+@pytest.mark.slow
 def test_a_mixed_population_writes_what_its_solo_runs_write(tmp_path, chain_config):
     sweep = population_sweep(tmp_path, chain_config)
     proc = run_cli("sweep", sweep, "--population", "9", timeout=900)
@@ -176,6 +177,7 @@ def test_a_mixed_population_writes_what_its_solo_runs_write(tmp_path, chain_conf
     assert "9 runs" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_killed_population_resumes_to_the_uninterrupted_one(tmp_path, chain_config):
     cfg = chain_config(steps=3000)
     full = tmp_path / "full"

@@ -71,6 +71,7 @@ def test_failing_cell_does_not_stop_the_others(tmp_path, chain_config):
     assert "is a file, not a directory" in proc.stdout
 
 
+@pytest.mark.slow
 def test_ray_backend_runs_the_same_cells(tmp_path, chain_config):
     pytest.importorskip("ray")
     sweep = make_sweep(tmp_path, chain_config)
@@ -81,8 +82,10 @@ def test_ray_backend_runs_the_same_cells(tmp_path, chain_config):
 
 
 @pytest.mark.slow
-def test_gpu_ablation_script_runs_within_its_budget_on_cpu(tmp_path, chain_config):
-    """bench/minatar_ablation_gpu.sh with a tiny budget: cells run, stop on time, resume, and a report follows."""
+@pytest.mark.parametrize("population", ["", "2"])
+def test_gpu_ablation_script_runs_within_its_budget_on_cpu(tmp_path, chain_config, population):
+    """bench/minatar_ablation_gpu.sh with a tiny budget, one process per cell or the cells as one
+    population: cells run, stop on time, resume, and a report follows."""
     import os
     import subprocess
     import sys
@@ -91,13 +94,14 @@ def test_gpu_ablation_script_runs_within_its_budget_on_cpu(tmp_path, chain_confi
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(f"base: {base}\naxes:\n  variant:\n    baseline: {{}}\n    sn_fc: {{spectral.layers: [fc]}}\n")
     env = dict(os.environ, PYTHON=sys.executable, SWEEP=str(sweep), OUT_DIR=str(tmp_path / "out"), BUDGET_S="35",
-               WORKERS="2", EXTRA="loop.eval_every=2000 loop.checkpoint_every=2000 device=cpu")
+               WORKERS="1" if population else "2", POPULATION=population,
+               EXTRA="loop.eval_every=2000 loop.checkpoint_every=2000 device=cpu")
     proc = subprocess.run(["bash", str(ROOT / "bench" / "minatar_ablation_gpu.sh")], env=env, capture_output=True,
                           text=True, timeout=240)
-    out = tmp_path / "out" / "minatar_ablation_gpu"
+    out = tmp_path / "out" / "sweep"   # named after the sweep file
     assert proc.returncode == 0, proc.stderr[-2000:]
     throughput = (out / "throughput.txt").read_text()
-    assert "steps/s over 2 processes" in throughput and not throughput.startswith("agent steps this invocation: 0 ")
+    assert ("populations of up to 2" if population else "steps/s over 2 processes") in throughput and not throughput.startswith("agent steps this invocation: 0 ")
     for cell in ("variant=baseline", "variant=sn_fc"):
         assert (out / "runs" / cell / "checkpoints" / "latest.pt").is_file()   # stopped by the budget, resumable
     assert (out / "report" / "report.md").is_file()

@@ -20,25 +20,15 @@ first reset; later resets continue the env's own random stream.
 from __future__ import annotations
 
 import difflib
-from typing import NamedTuple
-
 import numpy as np
 
 from rlsmooth.config.sections import EnvConfig
 from rlsmooth.errors import ConfigError
+from rlsmooth.pieces.env_step import FreshEpisodesOnResume, InProcessStepping, Step, training_reward
 from rlsmooth.pieces.seeding import ale_seed
 
 MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 TEST_GAMES = ("chain",)
-
-
-class Step(NamedTuple):
-    obs: np.ndarray          # (N, C, H, W) uint8 (float32 for gym envs): the observation to act on next
-    reward: np.ndarray       # (N,) float32, training reward
-    raw_reward: np.ndarray   # (N,) float32, game score
-    terminal: np.ndarray     # (N,) bool, no bootstrap after this transition
-    episode_end: np.ndarray  # (N,) bool, episode over (terminated or truncated)
-    final_obs: np.ndarray    # (N, C, H, W), last obs of the episode where episode_end, else obs
 
 
 def _unknown_game(suite: str, game: str, valid: list[str]) -> ConfigError:
@@ -62,11 +52,6 @@ def check_game(cfg: EnvConfig) -> None:
         raise _unknown_game(cfg.suite, cfg.game, valid)
 
 
-def training_reward(raw: np.ndarray, clip: bool) -> np.ndarray:
-    """The learner's reward: the game score, clipped to [-1, 1] when ``clip``."""
-    return np.clip(raw, -1.0, 1.0) if clip else raw
-
-
 def ale_options(cfg: EnvConfig, max_steps: int, colour: bool = False) -> dict:
     """ale-py vector env options of the protocol; ``colour``: full-size RGB frames, one per step
     (for videos: the same games, seeds and actions, so the same episodes, seen in colour)."""
@@ -88,7 +73,7 @@ def ale_options(cfg: EnvConfig, max_steps: int, colour: bool = False) -> dict:
     )
 
 
-class AtariVecEnv:
+class AtariVecEnv(FreshEpisodesOnResume):
     """N ALE games stepped in C++ threads (``ale_py.vector_env.AtariVectorEnv``).
 
     The frame cap is applied here, on a step boundary: an episode is truncated after the first
@@ -153,17 +138,11 @@ class AtariVecEnv:
         self._steps[episode_end] = 0
         return Step(obs, training_reward(raw, self.clip_rewards), raw, terminal, episode_end, final_obs)
 
-    def state_dict(self) -> dict:
-        return {}  # emulator state is not checkpointed: a resumed run starts new episodes
-
-    def load_state_dict(self, state: dict) -> bool:
-        return False
-
     def close(self) -> None:
         self._env.close()
 
 
-class MinAtarVecEnv:
+class MinAtarVecEnv(InProcessStepping, FreshEpisodesOnResume):
     """N MinAtar games stepped in Python (each is a 10x10xC binary grid, no frame stack)."""
 
     obs_dtype = np.uint8
@@ -192,12 +171,6 @@ class MinAtarVecEnv:
             env.reset()
         return np.stack([self._obs(env) for env in self._envs])
 
-    def send(self, actions: np.ndarray) -> None:
-        self._pending = actions
-
-    def recv(self) -> Step:
-        return self.step(self._pending)
-
     def step(self, actions: np.ndarray) -> Step:
         n = self.num_envs
         reward = np.zeros(n, np.float32)
@@ -215,17 +188,11 @@ class MinAtarVecEnv:
                 obs[i] = self._obs(self._envs[i])
         return Step(obs, training_reward(reward, self.clip_rewards), reward, done, done.copy(), final_obs)
 
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> bool:
-        return False
-
     def close(self) -> None:
         pass
 
 
-class ChainVecEnv:
+class ChainVecEnv(InProcessStepping):
     """Deterministic corridor for tests: start at cell 0, actions 0=left, 1=right.
 
     Reaching the last cell gives +1 and terminates; every other step costs -0.01; episodes are
@@ -255,12 +222,6 @@ class ChainVecEnv:
         self._pos[:] = 0
         self._t[:] = 0
         return self._obs()
-
-    def send(self, actions: np.ndarray) -> None:
-        self._pending = actions
-
-    def recv(self) -> Step:
-        return self.step(self._pending)
 
     def step(self, actions: np.ndarray) -> Step:
         move = np.where(actions == 1, 1, -1)

@@ -15,7 +15,7 @@ import numpy as np
 
 from rlsmooth.config.sections import EnvConfig
 from rlsmooth.errors import ConfigError
-from rlsmooth.pieces.envs import Step, training_reward
+from rlsmooth.pieces.env_step import FreshEpisodesOnResume, InProcessStepping, Step, training_reward
 from rlsmooth.pieces.seeding import ale_seed
 
 
@@ -28,7 +28,7 @@ def check_gym_env(cfg: EnvConfig) -> None:
         raise ConfigError(f"unknown gym env '{cfg.game}'{hint}")
 
 
-class GymVecEnv:
+class GymVecEnv(InProcessStepping, FreshEpisodesOnResume):
     """N Gymnasium envs stepped in turn in this process."""
 
     obs_dtype = np.float32
@@ -59,12 +59,6 @@ class GymVecEnv:
         self._seeds = None
         return np.stack([self._shape(env.reset(seed=s)[0]) for env, s in zip(self._envs, seeds)])
 
-    def send(self, actions: np.ndarray) -> None:
-        self._pending = actions
-
-    def recv(self) -> Step:
-        return self.step(self._pending)
-
     def step(self, actions: np.ndarray) -> Step:
         n = self.num_envs
         obs = np.empty((n, *self.obs_shape), np.float32)
@@ -80,12 +74,6 @@ class GymVecEnv:
             for i in np.flatnonzero(episode_end):
                 obs[i] = self._shape(self._envs[i].reset()[0])
         return Step(obs, training_reward(reward, self.clip_rewards), reward, terminal, episode_end, final_obs)
-
-    def state_dict(self) -> dict:
-        return {}   # env state is not checkpointed: a resumed run starts new episodes
-
-    def load_state_dict(self, state: dict) -> bool:
-        return False
 
     def close(self) -> None:
         for env in self._envs:

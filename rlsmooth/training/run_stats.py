@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rlsmooth.pieces.envs import Step
+from rlsmooth.pieces.env_step import Step
 
 
 class EpisodeStats:
