@@ -84,8 +84,8 @@ def test_ray_backend_runs_the_same_cells(tmp_path, chain_config):
 @pytest.mark.slow
 @pytest.mark.parametrize("population", ["", "2"])
 def test_gpu_ablation_script_runs_within_its_budget_on_cpu(tmp_path, chain_config, population):
-    """bench/minatar_ablation_gpu.sh with a tiny budget, one process per cell or the cells as one
-    population: cells run, stop on time, resume, and a report follows."""
+    """bench/minatar_ablation_gpu.sh (one process per cell) and bench/population_gpu.sh (the cells as
+    one population) with a tiny budget: cells run, stop on time, resume, and a report follows."""
     import os
     import subprocess
     import sys
@@ -96,7 +96,8 @@ def test_gpu_ablation_script_runs_within_its_budget_on_cpu(tmp_path, chain_confi
     env = dict(os.environ, PYTHON=sys.executable, SWEEP=str(sweep), OUT_DIR=str(tmp_path / "out"), BUDGET_S="35",
                WORKERS="1" if population else "2", POPULATION=population,
                EXTRA="loop.eval_every=2000 loop.checkpoint_every=2000 device=cpu")
-    proc = subprocess.run(["bash", str(ROOT / "bench" / "minatar_ablation_gpu.sh")], env=env, capture_output=True,
+    script = "population_gpu.sh" if population else "minatar_ablation_gpu.sh"   # the first packs populations
+    proc = subprocess.run(["bash", str(ROOT / "bench" / script)], env=env, capture_output=True,
                           text=True, timeout=240)
     out = tmp_path / "out" / "sweep"   # named after the sweep file
     assert proc.returncode == 0, proc.stderr[-2000:]

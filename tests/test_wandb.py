@@ -88,4 +88,7 @@ def test_wandb_that_cannot_start_is_one_line(chain_config, tmp_path):
     proc = run_cli("train", chain_config("dqn", steps=200), "wandb.enabled=true", "wandb.mode=online",
                    "--out", tmp_path / "r", env_extra={"WANDB_MODE": "online", "HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path),
                               "WANDB_BASE_URL": "http://127.0.0.1:9"})
-    assert_one_line_error(proc, "W&B did not start")
+    assert_one_line_error(proc, "W&B did not start", "rerun with --replace")
+    run_cli("train", chain_config("dqn", steps=200), "wandb.enabled=true", "wandb.mode=offline", "--replace",
+            "--out", tmp_path / "r", check=True)
+    assert (tmp_path / "r" / "summary.json").is_file()

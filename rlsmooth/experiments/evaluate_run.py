@@ -10,11 +10,11 @@ from rlsmooth.agents import AGENTS, algo_classes
 from rlsmooth.config.coerce import to_dict
 from rlsmooth.config.sections import parse_train_config
 from rlsmooth.errors import ConfigError
+from rlsmooth.experiments.video import check_video_extra, record
 from rlsmooth.pieces.envs import make_vec_env
 from rlsmooth.pieces.scores import human_normalized
 from rlsmooth.pieces.seeding import EVAL_CLI, SeedStreams
 from rlsmooth.training import checkpoint as ckpt
-from rlsmooth.experiments.video import check_video_extra, record
 from rlsmooth.training.evaluation import evaluate
 from rlsmooth.training.rundir import CHECKPOINT, read_config
 from rlsmooth.training.runtime import resolve_device

@@ -135,7 +135,13 @@ def run_dir_sinks(run_dir: Path, start_step: int, wandb=None, config: dict | Non
     """metrics.jsonl and TensorBoard; W&B too when ``wandb.enabled`` (``wandb``: the config's section)."""
     sinks: list[Sink] = [JsonlSink(Path(run_dir) / METRICS_FILE, start_step), TensorBoardSink(run_dir, start_step)]
     if wandb is not None and wandb.enabled:
-        sinks.append(WandbSink(run_dir, wandb, config or {}))
+        try:
+            sinks.append(WandbSink(run_dir, wandb, config or {}))
+        except ConfigError as exc:
+            for sink in sinks:
+                sink.close()
+            again = " (nothing was trained: rerun with --replace)" if start_step == 0 else " (--resume goes on)"
+            raise ConfigError(f"{exc}{again}") from None
     return sinks
 
 
