@@ -7,6 +7,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# The suite runs one worker per core (pytest-xdist) and most tests start training subprocesses: one
+# torch thread each keeps them from spinning against each other (tests that set threads still do).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 CHAIN_CONFIG = """
 agent: {agent}

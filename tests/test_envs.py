@@ -154,6 +154,7 @@ def test_frame_capped_episode_ends_with_the_whole_last_observation(game, cap):
         assert not np.array_equal(out.obs[e], ref_obs[e])   # the env was reset: a new episode starts
 
 
+@pytest.mark.slow
 def test_noop_starts_draw_0_to_29_as_the_papers_code():
     """ale-py's noop_max=30 draws 0-29 no-ops, as the paper's code (random.randrange(30)) does."""
     from ale_py.vector_env import AtariVectorEnv

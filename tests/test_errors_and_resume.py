@@ -228,6 +228,7 @@ def test_kill_off_the_log_grid_then_resume_matches(chain_config, tmp_path):
     assert tb_steps == sorted(set(tb_steps)) == [r["step"] for r in metrics(full) if "train/epsilon" in r]
 
 
+@pytest.mark.slow
 def test_ctrl_c_off_the_log_grid_then_resume_matches(chain_config, tmp_path):
     cfg = chain_config("dqn", steps=4000)
     full = tmp_path / "full"

@@ -1,8 +1,12 @@
 """Run directories and checkpoints: --replace deletes only rlsmooth's runs, half-made directories
 recover, checkpoints are checked whole and against config.yaml before use, and a finished run can
 be continued."""
+import atexit
 import io
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,10 +51,21 @@ def test_directory_left_by_a_kill_during_the_first_config_write_counts_as_empty(
     assert (out / "summary.json").is_file() and not list(out.glob("*.tmp"))
 
 
+_TEMPLATES: dict[int, Path] = {}
+
+
 def good_checkpoint(chain_config, tmp_path, steps=400):
+    """A run stopped at its last checkpoint, in ``tmp_path / 'run'``: trained once per test process
+    and copied, since the tests that break it each need a fresh one."""
+    if steps not in _TEMPLATES:
+        root = Path(tempfile.mkdtemp(prefix="rlsmooth-template-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        template = root / "run"
+        run_cli("train", chain_config(steps=steps), "loop.checkpoint_every=200", "--out", template, check=True)
+        (template / "summary.json").unlink()
+        _TEMPLATES[steps] = template
     out = tmp_path / "run"
-    run_cli("train", chain_config(steps=steps), "loop.checkpoint_every=200", "--out", out, check=True)
-    (out / "summary.json").unlink()
+    shutil.copytree(_TEMPLATES[steps], out)
     path = out / "checkpoints" / "latest.pt"
     return out, path, path.read_bytes()
 
