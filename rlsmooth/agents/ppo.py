@@ -31,6 +31,7 @@ from rlsmooth.pieces import seeding
 from rlsmooth.pieces.networks import ActorCritic, build_actor_critic, heads_downstream
 from rlsmooth.pieces.optim import RhoScaler, apply_spectral_setup, build_optimizer, optimizer_step, set_base_lr
 from rlsmooth.pieces.policy_losses import gae, ppo_policy_loss, value_loss
+from rlsmooth.pieces.replay.storage import torch_dtype
 from rlsmooth.pieces.seeding import SeedStreams
 from rlsmooth.training.checkpoint import restore
 from rlsmooth.training.evaluation import eval_metrics, evaluate
@@ -128,7 +129,7 @@ class RolloutBuffers:
     observation) and one back (the actions)."""
 
     def __init__(self, horizon: int, n: int, obs_shape: tuple, device: torch.device, obs_dtype=np.uint8):
-        self.obs = torch.from_numpy(np.zeros((horizon, n, *obs_shape), obs_dtype)).to(device)
+        self.obs = torch.zeros((horizon, n, *obs_shape), dtype=torch_dtype(obs_dtype), device=device)
         self.action = torch.zeros((horizon, n), dtype=torch.long, device=device)
         self.logprob, self.value = (torch.zeros((horizon, n), device=device) for _ in range(2))
         self.reward, self.done = np.zeros((horizon, n), np.float32), np.zeros((horizon, n), np.float32)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from rlsmooth.pieces.replay.storage import FrameStorage
+from rlsmooth.pieces.replay.storage import FrameStorage, torch_dtype
 
 
 class Batch(NamedTuple):
@@ -113,7 +113,7 @@ class BatchAssembler:
         if device.type != "cuda":
             return torch.from_numpy(np.take(flat, flat_index, axis=0, mode="clip")), None
         if not self._staging or self._staging[0][0].shape != shape:
-            self._staging = [(torch.from_numpy(np.empty(shape, flat.dtype)).pin_memory(),
+            self._staging = [(torch.empty(shape, dtype=torch_dtype(flat.dtype), pin_memory=True),
                               torch.empty(b, dtype=torch.int64, pin_memory=True),
                               torch.empty((2, b), dtype=torch.float32, pin_memory=True),
                               torch.cuda.Event()) for _ in range(2)]

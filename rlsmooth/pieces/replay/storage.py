@@ -17,6 +17,11 @@ import numpy as np
 import torch
 
 
+def torch_dtype(dtype) -> torch.dtype:
+    """The torch dtype of a numpy dtype (uint8 frames, float32 gym observations)."""
+    return torch.from_numpy(np.empty(0, dtype)).dtype
+
+
 class FrameStorage:
     ARRAYS = ("frames", "action", "reward", "terminal", "episode_end", "first", "acted", "written")
     """What a checkpoint holds (with the sampler's random state)."""
@@ -31,7 +36,7 @@ class FrameStorage:
         if self.storage is None:
             self.frames = np.zeros((n, t, *self.frame_shape), dtype)   # uint8 images; float32 gym vectors
         else:
-            self.frames = torch.from_numpy(np.zeros((n, t, *self.frame_shape), dtype)).to(self.storage)
+            self.frames = torch.zeros((n, t, *self.frame_shape), dtype=torch_dtype(dtype), device=self.storage)
         self.action = np.zeros((n, t), np.int32)
         self.reward = np.zeros((n, t), np.float32)
         self.terminal = np.zeros((n, t), bool)
