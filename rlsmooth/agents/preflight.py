@@ -7,6 +7,8 @@ import importlib.util
 import os
 import sys
 
+import numpy as np
+
 from rlsmooth.agents import AGENTS, algo_classes
 from rlsmooth.config.coerce import to_dict
 from rlsmooth.config.sections import TrainConfig, parse_train_config
@@ -32,7 +34,7 @@ def load_train_config(data: dict) -> TrainConfig:
     cfg = parse_train_config(data, algo_classes())
     check_game(cfg.env)
     env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(EVAL_CLI, 1), training=False)
-    obs_shape, frame_channels = env.obs_shape, env.frame_channels
+    obs_shape, frame_channels, value_bytes = env.obs_shape, env.frame_channels, np.dtype(env.obs_dtype).itemsize
     env.close()
     net = AGENTS[cfg.agent].build(cfg, obs_shape, env.num_actions)   # on the CPU, then dropped
     normalised = select_layers(net, cfg.spectral.layers, "spectral.layers")
@@ -42,7 +44,7 @@ def load_train_config(data: dict) -> TrainConfig:
         raise ConfigError(f"optim.rho_scaling={cfg.optim.rho_scaling} on {', '.join(both)}, which spectral.layers "
                           f"also normalises: SN already rescales that layer's step, so rho-scaling it would do it twice; "
                           f"use one or the other (docs/method.md)")
-    check_memory(cfg, obs_shape, frame_channels)
+    check_memory(cfg, obs_shape, frame_channels, value_bytes)
     check_schedules(cfg)
     if cfg.wandb.enabled and importlib.util.find_spec("wandb") is None:
         raise ConfigError("wandb.enabled needs the wandb extra: pip install -e '.[wandb]'")
@@ -66,13 +68,14 @@ def check_schedules(cfg: TrainConfig) -> None:
              f"(override them for a short run, e.g. loop.eval_every=... algo.epsilon_decay_steps=...)")
 
 
-def estimate_memory(cfg: TrainConfig, obs_shape: tuple, frame_channels: int) -> int:
+def estimate_memory(cfg: TrainConfig, obs_shape: tuple, frame_channels: int, value_bytes: int = 1) -> int:
     """Host bytes of the replay (frames stored once, unless they live on the device, + per-slot
-    metadata) and of the environments."""
+    metadata) and of the environments; ``value_bytes`` per observation value (1 for uint8 images,
+    4 for gym's float32 vectors)."""
     envs = (cfg.env.num_envs + cfg.env.eval_num_envs) * ENV_BYTES[cfg.env.suite]
     capacity = getattr(cfg.algo, "replay_capacity", 0)
     on_host = getattr(cfg.algo, "replay_storage", "host") == "host"
-    frame_bytes = frame_channels * obs_shape[1] * obs_shape[2] * (4 if cfg.env.suite == "gym" else 1) if on_host else 0
+    frame_bytes = frame_channels * obs_shape[1] * obs_shape[2] * value_bytes if on_host else 0
     return capacity * (frame_bytes + 13) + envs   # 13 B: action, reward and 5 flags per slot
 
 
@@ -90,8 +93,8 @@ def available_memory() -> int | None:
         return None
 
 
-def check_memory(cfg: TrainConfig, obs_shape: tuple, frame_channels: int) -> None:
-    need, have = estimate_memory(cfg, obs_shape, frame_channels), available_memory()
+def check_memory(cfg: TrainConfig, obs_shape: tuple, frame_channels: int, value_bytes: int = 1) -> None:
+    need, have = estimate_memory(cfg, obs_shape, frame_channels, value_bytes), available_memory()
     if have is None:
         return
     gib = 2**30

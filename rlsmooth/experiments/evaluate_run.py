@@ -10,7 +10,7 @@ from rlsmooth.agents import AGENTS, algo_classes
 from rlsmooth.config.coerce import to_dict
 from rlsmooth.config.sections import parse_train_config
 from rlsmooth.errors import ConfigError
-from rlsmooth.experiments.video import check_video_extra, record
+from rlsmooth.experiments.video import record
 from rlsmooth.pieces.envs import make_vec_env
 from rlsmooth.pieces.scores import human_normalized
 from rlsmooth.pieces.seeding import EVAL_CLI, SeedStreams
@@ -39,8 +39,6 @@ def evaluate_run(run_dir: Path, episodes: int, device_name: str = "auto", greedy
     if episodes < 1:
         raise ConfigError("--episodes must be >= 1")
     cfg, state, module = load_saved_run(run_dir)
-    if video is not None:
-        check_video_extra(cfg.env.suite, Path(video))
     device = resolve_device(device_name)
     head = f"{cfg.agent} {cfg.env.suite}/{cfg.env.game} step {int(state['step'])}"
     seeds = SeedStreams(cfg.seed).env_seeds(EVAL_CLI, episodes if video is not None else
