@@ -176,3 +176,11 @@ def test_cell_threads_respect_omp_num_threads(tmp_path, chain_config, monkeypatc
     seen.clear()
     run_sweep(load_sweep(sweep), workers=2)
     assert set(seen) == {2}
+
+
+def test_a_schedule_warning_shared_by_every_cell_is_printed_once(tmp_path, chain_config):
+    # epsilon decays over 300 steps after 100 of warm-up: longer than the cells' 200 steps
+    proc = run_cli("sweep", make_sweep(tmp_path, chain_config), "--dry-run", check=True)
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == ["warning: longer than loop.total_steps=200: algo.epsilon_decay_steps=300 "
+                        "(override them for a short run, e.g. loop.eval_every=... algo.epsilon_decay_steps=...)"]

@@ -109,5 +109,12 @@ def check_memory(cfg: TrainConfig, obs_shape: tuple, frame_channels: int, value_
              f"(about {need / gib:.1f} GiB of host memory in all)")
 
 
+_warned: set[str] = set()
+
+
 def warn(text: str) -> None:
-    print(f"warning: {text}", file=sys.stderr)
+    """One line on stderr, once per process: a sweep or a population checks many cells that share a
+    schedule, and one line says it for all of them."""
+    if text not in _warned:
+        _warned.add(text)
+        print(f"warning: {text}", file=sys.stderr)
