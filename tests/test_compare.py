@@ -182,6 +182,13 @@ def test_last_n_auc_intervals_and_heatmap_of_an_extra_axis(tmp_path):
     assert cell.means["auc"][0] == pytest.approx(auc.mean())
     # improvement is computed against the baseline with the same learning rate
     assert set(result["improvement"]) == {"sn[fc] optim.lr=0.0001", "sn[fc] optim.lr=0.001"}
+    # ... on final scores and on last-3 means, each P(X > Y) over seed pairs
+    for metric, score in (("improvement", lambda c: c[-1]), ("improvement_last_n", lambda c: np.mean(c[-3:]))):
+        x = [score(finals[("0.001", "sn_fc", i)]) for i in range(3)]
+        y = [score(finals[("0.001", "baseline", j)]) for j in range(3)]
+        expected = np.mean([[1.0 if a > b else 0.5 if a == b else 0.0 for b in y] for a in x])
+        assert result[metric]["sn[fc] optim.lr=0.001"][0] == pytest.approx(expected)
+    assert "P(improves), last-3 mean" in (tmp_path / "rep" / "report.md").read_text()
     assert (tmp_path / "rep" / "heatmap.png").stat().st_size > 5000
     assert "![heatmap](heatmap.png)" in (tmp_path / "rep" / "report.md").read_text()
 

@@ -20,6 +20,8 @@ from rlsmooth.experiments.report.stats import (aggregates, cell_stats, compariso
 from rlsmooth.pieces.scores import REFERENCE_SCORES
 
 REPORT_MODULES = ("rliable", "matplotlib", "scipy")
+# the final evaluation alone can flip a comparison on noisy evaluations: P(improvement) of both
+IMPROVEMENT_METRICS = ("final", "last_n")
 
 
 def check_report_extra() -> None:
@@ -67,9 +69,12 @@ def improvement_groups(runs: list[Run], scores: dict, baseline: str, reps: int):
             reasons.append(f"no probability of improvement against `{base}`: no game has every variant of its group")
             continue
         ordered = sorted(variants, key=lambda v: (v != base, v))
-        matrices = score_matrices(members, scores, complete, ordered, normalise=False)
-        seeds = min(len(m) for m in matrices.values())
-        poi[base] = improvement_probabilities(matrices, base, reps)
+        by_metric = {}
+        for metric in IMPROVEMENT_METRICS:
+            matrices = score_matrices(members, scores, complete, ordered, normalise=False, metric=metric)
+            seeds = min(len(m) for m in matrices.values())
+            by_metric[metric] = improvement_probabilities(matrices, base, reps)
+        poi[base] = {v: {m: by_metric[m][v] for m in IMPROVEMENT_METRICS} for v in by_metric["final"]}
     return poi, reasons, seeds
 
 
@@ -104,7 +109,7 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
     lines = ["# rlsmooth comparison report", "", f"{len(runs)} runs used, {len(skipped)} skipped.", ""]
     lines += tables.cell_table(cells, rows, variants, last_n, at_steps)
     lines += tables.step_notes(runs, rows, at_steps)
-    lines += tables.improvement_section(poi, reasons, seeds)
+    lines += tables.improvement_section(poi, reasons, seeds, last_n)
     lines += tables.aggregates_section(agg, atari)
     if not atari and all(r.suite != "atari" for r in runs):
         lines += ["No human-normalised aggregates: human reference scores exist for Atari games only.", ""]
@@ -113,5 +118,6 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print(f"report: {out / 'report.md'} ({len(runs)} runs, {len(skipped)} skipped)")
     return {"table": {k: (c.runs, *c.means["final"]) for k, c in cells.items()}, "cells": cells,
-            "aggregates": agg, "improvement": {v: t for group in poi.values() for v, t in group.items()},
+            "aggregates": agg, "improvement": {v: t["final"] for group in poi.values() for v, t in group.items()},
+            "improvement_last_n": {v: t["last_n"] for group in poi.values() for v, t in group.items()},
             "comparison_steps": at_steps}

@@ -89,18 +89,22 @@ def step_notes(runs: list[Run], rows: list[str], at_steps: dict[str, int | None]
     return (["## Runs that stopped at different steps", ""] + lines + [""]) if lines else []
 
 
-def improvement_section(poi: dict[str, dict[str, tuple]], reasons: list[str], seeds: int) -> list[str]:
+def improvement_section(poi: dict[str, dict[str, dict]], reasons: list[str], seeds: int,
+                        last_n: int) -> list[str]:
     if not poi and not reasons:
         return []
     lines = ["## Probability of improvement over the baseline", "",
-             "P(X > Y) of final scores, averaged over the games every variant of a group has (Agarwal et al. "
-             f"2021), with stratified-bootstrap 95% CIs over {seeds} seed(s) per cell"
+             f"P(X > Y) of final scores and of last-{last_n} means, averaged over the games every variant of a "
+             f"group has (Agarwal et al. 2021), with stratified-bootstrap 95% CIs over {seeds} seed(s) per cell"
              + (" (one seed: no interval)" if seeds < 2 else "") + ". Each group compares variants that share "
              "the values of the sweep's other axes with that group's baseline.", ""]
     if poi:
-        lines += ["| variant | against | P(improves) | 95% CI |", "|---|---|---|---|"]
+        lines += [f"| variant | against | P(improves), final [95% CI] | P(improves), last-{last_n} mean [95% CI] |",
+                  "|---|---|---|---|"]
         for base, group in poi.items():
-            lines += [f"| {v} | {base} | {p:.2f} | [{fmt(lo)}, {fmt(hi)}] |" for v, (p, lo, hi) in group.items()]
+            lines += [f"| {v} | {base} | " + " | ".join(f"{p:.2f} [{fmt(lo)}, {fmt(hi)}]" for p, lo, hi in
+                                                         (by_metric["final"], by_metric["last_n"])) + " |"
+                      for v, by_metric in group.items()]
         lines.append("")
     return lines + [f"- {r}" for r in reasons] + ([""] if reasons else [])
 
