@@ -105,7 +105,8 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
     extras = sorted({r.extra for r in runs})
     figures = [p for p in (plots.plot_curves(runs, rows, variants, out, frames, sigma=False),
                            plots.plot_curves(runs, rows, variants, out, frames, sigma=True),
-                           plots.plot_heatmap(cells, rows, cores, extras, "last_n", out)) if p]
+                           plots.plot_heatmap(cells, rows, cores, extras, "last_n", out,
+                                              f"last-{last_n} mean")) if p]
     lines = ["# rlsmooth comparison report", "", f"{len(runs)} runs used, {len(skipped)} skipped.", ""]
     lines += tables.cell_table(cells, rows, variants, last_n, at_steps)
     lines += tables.step_notes(runs, rows, at_steps)

@@ -87,7 +87,7 @@ def _axis_order(values: list[str]) -> list[str]:
 
 
 def plot_heatmap(table: dict, rows: list[str], cores: list[str], extras: list[str], metric: str,
-                 out: Path) -> Path | None:
+                 out: Path, label: str) -> Path | None:
     """Mean ``metric`` per (variant, sweep-axis value), one panel per game, as the paper draws its grids."""
     if len(extras) < 2:
         return None
@@ -112,7 +112,7 @@ def plot_heatmap(table: dict, rows: list[str], cores: list[str], extras: list[st
         ax.set_xlabel(extras[0].split("=", 1)[0] if "=" in extras[0] else "sweep axis", fontsize=8)
         ax.set_title(game, fontsize=9)
         fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.suptitle(f"mean {metric.replace('_', '-')} evaluation return over seeds", fontsize=9)
+    fig.suptitle(f"{label} evaluation return, mean over seeds", fontsize=9)
     fig.tight_layout()
     path = out / "heatmap.png"
     fig.savefig(path, dpi=90)
