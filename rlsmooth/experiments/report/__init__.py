@@ -69,11 +69,10 @@ def improvement_groups(runs: list[Run], scores: dict, baseline: str, reps: int):
             reasons.append(f"no probability of improvement against `{base}`: no game has every variant of its group")
             continue
         ordered = sorted(variants, key=lambda v: (v != base, v))
-        by_metric = {}
-        for metric in IMPROVEMENT_METRICS:
-            matrices = score_matrices(members, scores, complete, ordered, normalise=False, metric=metric)
-            seeds = min(len(m) for m in matrices.values())
-            by_metric[metric] = improvement_probabilities(matrices, base, reps)
+        matrices = {metric: score_matrices(members, scores, complete, ordered, normalise=False, metric=metric)
+                    for metric in IMPROVEMENT_METRICS}
+        seeds = min(len(m) for m in matrices["final"].values())   # the same cut for every metric
+        by_metric = {metric: improvement_probabilities(matrices[metric], base, reps) for metric in IMPROVEMENT_METRICS}
         poi[base] = {v: {m: by_metric[m][v] for m in IMPROVEMENT_METRICS} for v in by_metric["final"]}
     return poi, reasons, seeds
 
