@@ -51,7 +51,7 @@ def main() -> None:
     ours = training_returns_per_iteration(args.run_dir / "metrics.jsonl")
     ref = reference_runs(args.game)
     last_step = max(json.loads(line)["step"] for line in (args.run_dir / "metrics.jsonl").read_text().splitlines())
-    lines = [f"| agent steps | this run (episodes) | reference mean | reference runs |", "|---|---|---|---|"]
+    lines = ["| agent steps | this run (episodes) | reference mean | reference runs |", "|---|---|---|---|"]
     for k, (value, episodes) in ours.items():
         values = [r[k] for r in ref.values() if k in r]
         end = min((k + 1) * ITERATION, last_step)

@@ -236,7 +236,8 @@ def _add_train(sub) -> None:
 
 
 def _add_population(sub) -> None:
-    p = sub.add_parser("population", formatter_class=DefaultsFormatter, help="train the members a population manifest names, in one process")
+    p = sub.add_parser("population", formatter_class=DefaultsFormatter,
+                       help="train the members a population manifest names, in one process")
     p.add_argument("manifest", help="population.json (written by train --population and sweep --population)")
     p.set_defaults(func=cmd_population)
 

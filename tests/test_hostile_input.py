@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, assert_one_line_error, files, run_cli
+from conftest import assert_one_line_error, files, run_cli
 from rlsmooth.errors import one_line
 
 BOMB = "\n".join(["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]

@@ -165,10 +165,16 @@ def test_grad_scaling_under_adam_equals_eps_times_rho():
         {"params": [p for n, p in reference.named_parameters() if n != "fc.parametrizations.weight.original"], "eps": 1e-3},
         {"params": [raw_weight(reference.fc)], "eps": 1e-3 * rho},
     ], lr=1e-3)
-    reference.eval(); net.eval()   # keep rho fixed across the steps
+    reference.eval()   # keep rho fixed across the steps
+    net.eval()
     for _ in range(3):
-        opt.zero_grad(); net(obs).square().mean().backward(); scaler.before_step(opt); opt.step()
-        ref_opt.zero_grad(); reference(obs).square().mean().backward(); ref_opt.step()
+        opt.zero_grad()
+        net(obs).square().mean().backward()
+        scaler.before_step(opt)
+        opt.step()
+        ref_opt.zero_grad()
+        reference(obs).square().mean().backward()
+        ref_opt.step()
     assert torch.allclose(raw_weight(net.fc), raw_weight(reference.fc), rtol=1e-5, atol=1e-7)
     assert torch.allclose(net.conv1.weight, reference.conv1.weight)
 
@@ -242,7 +248,8 @@ def test_divout_equals_sn_forward_for_bias_free_relu_net():
     RhoScaler.from_config(OptimConfig(rho_scaling="divout", rho_only_shrink=False), 1.0, div_net, est_div,
                           ["fc"]).attach_output(div_net)
     obs = torch.rand(5, 2, 10, 10)
-    sn_net.eval(); div_net.eval()
+    sn_net.eval()
+    div_net.eval()
     assert torch.allclose(sn_net(obs), div_net(obs), rtol=1e-5, atol=1e-7)
     assert not torch.allclose(sn_net(obs), div_net.out(div_net.features(obs)))
 

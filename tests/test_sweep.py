@@ -1,5 +1,4 @@
 """Sweeps: cells in their own run directories, skipped, resumed, failing alone, on Ray and under a time budget."""
-import json
 
 import pytest
 import yaml
@@ -102,7 +101,8 @@ def test_gpu_ablation_script_runs_within_its_budget_on_cpu(tmp_path, chain_confi
     out = tmp_path / "out" / "sweep"   # named after the sweep file
     assert proc.returncode == 0, proc.stderr[-2000:]
     throughput = (out / "throughput.txt").read_text()
-    assert ("populations of up to 2" if population else "steps/s over 2 processes") in throughput and not throughput.startswith("agent steps this invocation: 0 ")
+    assert ("populations of up to 2" if population else "steps/s over 2 processes") in throughput
+    assert not throughput.startswith("agent steps this invocation: 0 ")
     for cell in ("variant=baseline", "variant=sn_fc"):
         assert (out / "runs" / cell / "checkpoints" / "latest.pt").is_file()   # stopped by the budget, resumable
     assert (out / "report" / "report.md").is_file()

@@ -15,6 +15,7 @@ from torch import nn
 from rlsmooth.config.coerce import LayerSelection
 from rlsmooth.config.sections import NetworkConfig
 from rlsmooth.errors import ConfigError
+from rlsmooth.pieces.member_ops import Conv2d, Linear
 
 WeightLayer = (nn.Linear, nn.Conv2d)
 
@@ -43,13 +44,13 @@ class NatureTorso(nn.Module):
 
     def __init__(self, in_channels: int, height: int, width: int, hidden: int = 512):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 32, 8, stride=4)
-        self.conv2 = nn.Conv2d(32, 64, 4, stride=2)
-        self.conv3 = nn.Conv2d(64, 64, 3, stride=1)
+        self.conv1 = Conv2d(in_channels, 32, 8, stride=4)
+        self.conv2 = Conv2d(32, 64, 4, stride=2)
+        self.conv3 = Conv2d(64, 64, 3, stride=1)
         h, w = (height - 8) // 4 + 1, (width - 8) // 4 + 1
         h, w = (h - 4) // 2 + 1, (w - 4) // 2 + 1
         h, w = h - 2, w - 2
-        self.fc = nn.Linear(64 * h * w, hidden)
+        self.fc = Linear(64 * h * w, hidden)
         self.out_features = hidden
         self.conv_names, self.fc_names = ["conv1", "conv2", "conv3"], ["fc"]
 
@@ -77,11 +78,11 @@ class MinAtarTorso(nn.Module):
         self.fc_names = hidden_names(len(hidden))
         c = in_channels
         for name, out in zip(self.conv_names, channels):
-            self.add_module(name, nn.Conv2d(c, out, 3, stride=1))
+            self.add_module(name, Conv2d(c, out, 3, stride=1))
             c = out
         features = c * (height - 2 * len(channels)) * (width - 2 * len(channels))
         for name, units in zip(self.fc_names, hidden):
-            self.add_module(name, nn.Linear(features, units))
+            self.add_module(name, Linear(features, units))
             features = units
         self.out_features = features
 
@@ -115,7 +116,7 @@ class QNetwork(nn.Module):
         for name, layer in torso.named_children():  # flatten so names read conv1 ... fc, out
             self.add_module(name, layer)
         self.conv_names, self.fc_names = torso.conv_names, torso.fc_names
-        self.out = nn.Linear(torso.out_features, num_actions * num_atoms)
+        self.out = Linear(torso.out_features, num_actions * num_atoms)
         self.num_actions = num_actions
         self.num_atoms = num_atoms
         self.obs_scale = obs_scale
@@ -156,13 +157,13 @@ class ActorCritic(nn.Module):
         self.torso = make()
         self.conv_names, self.fc_names = self.torso.conv_names, self.torso.fc_names
         self.actor = nn.Module()
-        self.actor.out = nn.Linear(self.torso.out_features, num_actions)
+        self.actor.out = Linear(self.torso.out_features, num_actions)
         self.critic = nn.Module()
         self.separate_critic = separate_critic
         if separate_critic:
             for name, layer in make().named_children():   # critic.conv1 ... critic.fc
                 self.critic.add_module(name, layer)
-        self.critic.out = nn.Linear(self.torso.out_features, 1)
+        self.critic.out = Linear(self.torso.out_features, 1)
         self.obs_scale = obs_scale
         self.output_divisor: Callable[[], torch.Tensor] | None = None
         self.divout_heads: tuple[str, ...] = ()

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from rlsmooth.config.sections import SpectralConfig
+from rlsmooth.pieces.member_ops import solo_linear
 from rlsmooth.pieces.networks import layer_input_shapes, select_layers
 
 
@@ -111,7 +112,7 @@ def _spectral_linear_forward(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     estimator = layer.parametrizations.weight[0]
     if estimator.training and torch.is_grad_enabled():
         return estimator.linear_training_pass(x, layer.parametrizations.weight.original, layer.bias)
-    return F.linear(x, layer.weight, layer.bias)
+    return solo_linear(x, layer.weight, layer.bias)
 
 
 class SpectralNorm(nn.Module):

@@ -68,8 +68,10 @@ class StackedAdam:
             layer = next((n for n in self.rho_lr if n.replace(".", "_") == key), None) if kind == "weight" else None
             for k in members:
                 lr = float(self.lr[k])
-                if layer is not None and bool(self.rho_lr[layer][k]):   # a tensor lr, as the solo fused step has
-                    lr = self.lr[k].float() / self.net.rho_divisor(layer, lr=True)[k]
+                if layer is not None and bool(self.rho_lr[layer][k]):
+                    # a tensor lr, as the solo fused step has, computed as the solo's ``base_lr / divisor`` is
+                    # (Python's float / tensor is reciprocal(tensor) * float)
+                    lr = self.net.rho_divisor(layer, lr=True)[k].reciprocal() * lr
                 group = groups.setdefault((id(lr) if torch.is_tensor(lr) else lr, float(self.eps[k])),
                                           [[], [], [], [], [], lr])
                 for slot, tensor in zip(group, (p.detach()[k], p.grad[k], self.exp_avg[i][k], self.exp_avg_sq[i][k],

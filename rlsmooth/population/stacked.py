@@ -1,30 +1,27 @@
 """K members' Q-networks of one shape in stacked parameters, one forward and backward pass for all.
 
-Convolutions run as one grouped convolution over the members (``groups=K``), linear layers as one
-batched matrix product.  Each member keeps what its solo network has: its own weights, and for every
-layer its solo run normalises or tracks, its own power-iteration vectors u, v and its sigma, updated
-exactly when the solo network updates them:
+Every layer runs through :mod:`rlsmooth.pieces.member_ops`, which the solo networks use with one
+member, so each member computes exactly the numbers its solo run computes.  Each member keeps what
+its solo network has: its own weights, and for every layer its solo run normalises or tracks, its own
+power-iteration vectors u, v and its sigma, updated exactly when and as the solo layer updates them:
 
-* a training pass (``train()`` mode, gradients on) takes one power-iteration step per member and
-  sets sigma = ||W v||; a normalised layer uses W / s with s = sigma / k (only shrink: max(., 1));
+* a training pass (``train()`` mode, gradients on) takes the solo estimator's power-iteration step
+  and sigma, with the solo layer's own SN functions (the fused linear pass, divide-by-sigma), one
+  call per member: these are small, and they keep the member's numbers its solo run's;
 * any other pass uses sigma = u^T W v for a normalised layer (and records it, as the solo layer's
   buffer does, for the members in ``record``); a track-only layer's sigma is left as it is.
 
-Spectral normalisation is a per-member divisor (1 for members that do not normalise the layer),
-``divout`` a per-member output divisor, and only the members in ``record`` change their SN state.
+``divout`` is a per-member output divisor, and only the members in ``record`` change their SN state.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from rlsmooth.pieces import member_ops
 from rlsmooth.pieces.networks import QNetwork
-from rlsmooth.pieces.spectral import SpectralNorm, raw_weight, sn_divisor
-
-
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(x, dim=-1, eps=1e-12)
+from rlsmooth.pieces.spectral import (SpectralNorm, _DivideBySigma, _normalize, _SpectralLinear, raw_weight,
+                                      sn_divisor)
 
 
 def member_divisor(sigma: torch.Tensor, k: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
@@ -37,6 +34,19 @@ def _estimator(net: nn.Module, name: str) -> SpectralNorm | None:
     if hasattr(layer, "parametrizations") and "weight" in layer.parametrizations:
         return layer.parametrizations.weight[0]
     return None
+
+
+def _kind(layer: nn.Module, estimator: SpectralNorm | None) -> str:
+    """How a solo layer computes on a training pass: ``plain`` (no estimator), ``track`` (sigma only), or
+    SN as the fused linear pass (``sn_linear``), the divide-by-sigma function (``sn_divide``) or plain
+    division without a gradient through sigma (``sn_plain``)."""
+    if estimator is None:
+        return "plain"
+    if not estimator.normalise:
+        return "track"
+    if not estimator.grad_through_sigma:
+        return "sn_plain"
+    return "sn_linear" if isinstance(layer, nn.Linear) else "sn_divide"
 
 
 class StackedQNetwork(nn.Module):
@@ -57,18 +67,22 @@ class StackedQNetwork(nn.Module):
         self.bias = nn.ParameterDict({n.replace(".", "_"): nn.Parameter(torch.stack(
             [t.get_submodule(n).bias.detach() for t in templates]).clone()) for n in self.layer_names})
         self.spectral = [n for n in self.layer_names if any(_estimator(t, n) is not None for t in templates)]
+        self.kinds: dict[str, list[str]] = {}
+        self.sn_k: dict[str, list[float]] = {}
+        self.sn_shrink: dict[str, list[bool]] = {}
         for n in self.spectral:
             ests = [_estimator(t, n) for t in templates]
             key = n.replace(".", "_")
             shape = self.weight[key].shape[1:]
-            fill_u, fill_v = torch.ones(shape[0]) / shape[0] ** 0.5, torch.ones(shape[1:].numel()) / shape[1:].numel() ** 0.5
+            fill_u = torch.ones(shape[0]) / shape[0] ** 0.5
+            fill_v = torch.ones(shape[1:].numel()) / shape[1:].numel() ** 0.5
             self.register_buffer(f"u_{key}", torch.stack([e.u.detach() if e is not None else fill_u for e in ests]))
             self.register_buffer(f"v_{key}", torch.stack([e.v.detach() if e is not None else fill_v for e in ests]))
             self.register_buffer(f"sigma_{key}", torch.stack([e.sigma.detach() if e is not None else torch.ones(())
                                                              for e in ests]))
-            self.register_buffer(f"normalise_{key}", torch.tensor([bool(e is not None and e.normalise) for e in ests]))
-            self.register_buffer(f"k_{key}", torch.tensor([e.k if e is not None else 1.0 for e in ests]))
-            self.register_buffer(f"shrink_{key}", torch.tensor([bool(e is not None and e.only_shrink) for e in ests]))
+            self.kinds[n] = [_kind(t.get_submodule(n), e) for t, e in zip(templates, ests)]
+            self.sn_k[n] = [e.k if e is not None else 1.0 for e in ests]   # Python floats, as the solo layers hold
+            self.sn_shrink[n] = [bool(e is not None and e.only_shrink) for e in ests]
         live = [e for t in templates for n in self.spectral if (e := _estimator(t, n)) is not None]
         self.power_iterations = live[0].power_iterations if live else 1
         self.grad_through_sigma = live[0].grad_through_sigma if live else True
@@ -81,44 +95,71 @@ class StackedQNetwork(nn.Module):
     def buffer(self, kind: str, name: str) -> torch.Tensor:
         return getattr(self, f"{kind}_{name.replace('.', '_')}")
 
-    def _set(self, kind: str, name: str, value: torch.Tensor) -> None:
-        old = self.buffer(kind, name)
-        mask = self.record.to(old.device).view(-1, *([1] * (old.dim() - 1)))
-        old.copy_(torch.where(mask, value.detach(), old))
+    def _power_step(self, weight: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The solo estimator's power iteration up to its new v (no gradient), for one member."""
+        matrix = weight.detach().flatten(1)
+        for _ in range(self.power_iterations - 1):
+            v = _normalize(matrix.t() @ u)
+            u = _normalize(matrix @ v)
+        return _normalize(matrix.t() @ u)
 
-    def _divisor(self, name: str, sigma: torch.Tensor) -> torch.Tensor:
-        """Per member: SN's divisor where the member normalises the layer, else 1."""
-        s = member_divisor(sigma, self.buffer("k", name), self.buffer("shrink", name))
-        return torch.where(self.buffer("normalise", name), s, torch.ones_like(s))
+    def _store(self, name: str, k: int, u: torch.Tensor, v: torch.Tensor | None, sigma: torch.Tensor) -> None:
+        if bool(self.record[k]):
+            with torch.no_grad():
+                if v is not None:
+                    self.buffer("v", name)[k].copy_(v)
+                self.buffer("u", name)[k].copy_(u)
+                self.buffer("sigma", name)[k].copy_(sigma.detach())
 
-    def weight_used(self, name: str) -> torch.Tensor:
-        """The layer's (K, out, ...) weight as each member's forward pass uses it."""
+    def _member_pass(self, name: str, k: int, x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Member ``k``'s used weight of ``name`` (and, for a normalised linear layer on a training pass,
+        its output from ``x``), computed with its solo estimator's own operations (docs above)."""
         key = name.replace(".", "_")
-        weight = self.weight[key]
-        if name not in self.spectral:
-            return weight
-        matrix = weight.flatten(2)
-        u, v = self.buffer("u", name), self.buffer("v", name)
+        weight = self.weight[key][k]
+        kind = self.kinds[name][k]
+        if kind == "plain":
+            return weight, None
+        u, v = self.buffer("u", name)[k], self.buffer("v", name)[k]
+        est_k, shrink = self.sn_k[name][k], self.sn_shrink[name][k]
         if self.training and torch.is_grad_enabled():
             with torch.no_grad():
-                for _ in range(self.power_iterations - 1):
-                    v = _normalize(torch.bmm(matrix.transpose(1, 2), u[..., None]).squeeze(-1))
-                    u = _normalize(torch.bmm(matrix, v[..., None]).squeeze(-1))
-                v = _normalize(torch.bmm(matrix.transpose(1, 2), u[..., None]).squeeze(-1))
-            source = matrix if self.grad_through_sigma else matrix.detach()
-            wv = torch.bmm(source, v[..., None]).squeeze(-1)
-            sigma = wv.norm(dim=-1)
-            self._set("v", name, v)
-            self._set("u", name, wv / sigma.clamp_min(1e-12)[:, None])
-            self._set("sigma", name, sigma)
-            divisor = self._divisor(name, sigma)
+                v = self._power_step(weight, u)
+            if kind == "sn_linear":   # the solo layer's fused output-side pass
+                y, sigma, u = _SpectralLinear.apply(x[k], weight, self.bias[key][k], v, est_k, shrink)
+                self._store(name, k, u, v, sigma)
+                return weight, y
+            if kind == "sn_divide":
+                used, sigma, u = _DivideBySigma.apply(weight, v, est_k, shrink)
+                self._store(name, k, u, v, sigma)
+                return used, None
+            wv = weight.detach().flatten(1) @ v
+            u = _normalize(wv.detach())
+            sigma = (u * wv).sum()
+            self._store(name, k, u, v, sigma)
+            return (weight / sn_divisor(sigma, est_k, shrink) if kind == "sn_plain" else weight), None
+        if kind == "track":
+            return weight, None   # a track-only layer's sigma changes on training passes only
+        sigma = (u * (weight.detach().flatten(1) @ v)).sum()
+        if bool(self.record[k]):
+            self.buffer("sigma", name)[k].copy_(sigma)
+        return weight / sn_divisor(sigma, est_k, shrink), None
+
+    def layer(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Layer ``name`` of every member on x (K, B, ...), before the activation."""
+        key = name.replace(".", "_")
+        bias = self.bias[key]
+        if name in self.spectral:
+            passes = [self._member_pass(name, k, x) for k in range(self.members)]
+            weight = torch.stack([w for w, _ in passes])
         else:
-            sigma = (u * torch.bmm(matrix, v[..., None]).squeeze(-1)).sum(-1).detach()
-            normalised = self.buffer("normalise", name)
-            old = self.buffer("sigma", name)
-            old.copy_(torch.where(normalised & self.record.to(old.device), sigma, old))
-            divisor = self._divisor(name, sigma)
-        return weight / divisor.view(-1, *([1] * (weight.dim() - 1)))
+            passes, weight = None, self.weight[key]
+        if name in self.geometry:
+            stride, padding = self.geometry[name]
+            return member_ops.conv2d(x, weight, bias, stride, padding)
+        y = member_ops.linear(x, weight, bias)
+        if passes is not None and any(out is not None for _, out in passes):
+            y = torch.stack([out if out is not None else y[k] for k, (_, out) in enumerate(passes)])
+        return y
 
     def rho_divisor(self, name: str, lr: bool = False) -> torch.Tensor:
         """Each member's rho divisor of ``name`` (the optimiser-side modes, docs/method.md): for the
@@ -140,23 +181,16 @@ class StackedQNetwork(nn.Module):
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         k, b = obs.shape[:2]
         x = obs.float() * self.obs_scale
-        for name in self.conv_names:   # one grouped convolution; channels-last is about 2x faster on CPU
-            stride, padding = self.geometry[name]
-            weight = self.weight_used(name)
-            grouped = F.conv2d(x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
-                               .contiguous(memory_format=torch.channels_last),
-                               weight.reshape(k * weight.shape[1], *weight.shape[2:]),
-                               self.bias[name.replace(".", "_")].reshape(-1), stride=stride, padding=padding, groups=k)
-            x = torch.relu(grouped).reshape(b, k, weight.shape[1], *grouped.shape[2:]).transpose(0, 1)
+        for name in self.conv_names:
+            x = torch.relu(self.layer(name, x))
         x = x.reshape(k, b, -1)
         for name in self.fc_names:
-            x = torch.relu(torch.baddbmm(self.bias[name.replace(".", "_")][:, None, :], x,
-                                         self.weight_used(name).transpose(1, 2)))
+            x = torch.relu(self.layer(name, x))
         return x
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         k, b = obs.shape[:2]
-        out = torch.baddbmm(self.bias["out"][:, None, :], self.features(obs), self.weight_used("out").transpose(1, 2))
+        out = self.layer("out", self.features(obs))
         if self.num_atoms > 1:
             out = out.view(k, b, self.num_actions, self.num_atoms)
         divisor = self.output_divisor()

@@ -129,7 +129,8 @@ class RunSkeleton:
             meta["protocol"] = self.cfg.env.protocol if self.cfg.env.suite == "atari" else None
             meta["layers"] = layers
             write_config(self.run_dir, to_dict(self.cfg), meta)
-        sinks = self.extra_sinks if self.run_dir is None else run_dir_sinks(self.run_dir, self.step, self.cfg.wandb, to_dict(self.cfg)) + self.extra_sinks
+        sinks = self.extra_sinks if self.run_dir is None else \
+            run_dir_sinks(self.run_dir, self.step, self.cfg.wandb, to_dict(self.cfg)) + self.extra_sinks
         self.logger = Logger(sinks, self.step, self.total_steps, progress=self.cfg.loop.progress)
         if self.run_dir is not None:
             self.logger.message(f"{'resuming' if self.state else 'run directory'}: {self.run_dir} at step {self.step} "
