@@ -179,8 +179,18 @@ def cmd_sweep(args) -> int:
         raise ConfigError("--workers must be >= 1")
     if args.population < 0:
         raise ConfigError("--population must be >= 0")
+    from rlsmooth.experiments.schedule import parse_deadline, parse_duration
+    import time
+    if args.time_budget and args.deadline:
+        raise ConfigError("give --time-budget or --deadline, not both")
+    deadline = (time.time() + parse_duration(args.time_budget) if args.time_budget else
+                parse_deadline(args.deadline) if args.deadline else None)
+    results = [Path(r) for r in args.results]
+    for r in results:
+        if not r.is_dir():
+            raise ConfigError(f"--results {r}: not a directory")
     cells = run_sweep(load_sweep(args.sweep, args.out, args.set), args.backend, args.workers, args.dry_run,
-                      args.address, population=args.population)
+                      args.address, population=args.population, deadline=deadline, results=results)
     return 1 if any(c.state.startswith("failed") for c in cells) else 0
 
 
@@ -266,6 +276,14 @@ def _add_sweep(sub) -> None:
                         "in populations of up to K (0: one process per cell)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides for every cell, after the sweep file's own 'set'")
+    p.add_argument("--time-budget", default=None, metavar="DURATION",
+                   help="start only what the measured rate says finishes within DURATION (2h30m, 90m, 45s); "
+                        "stop cleanly, printing what finished and what remains (default: no limit)")
+    p.add_argument("--deadline", default=None, metavar="TIME",
+                   help="as --time-budget, to a wall-clock time: HH:MM or an ISO date-time (default: none)")
+    p.add_argument("--results", action="append", default=[], metavar="DIR",
+                   help="a directory of finished cells (e.g. a study's committed runs): cells finished there "
+                        "are skipped; repeatable (default: none)")
     p.set_defaults(func=cmd_sweep)
 
 

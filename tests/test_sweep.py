@@ -19,6 +19,19 @@ axes:
 """
 
 
+def table_states(stdout):
+    """The final table's state per cell (the lines after its 'cell  state' header)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("cell ") and "state" in line)
+    rows = {}
+    for line in lines[start + 1:]:
+        if line.startswith(("failed:", "time budget:")) or not line.strip():
+            break
+        name, rest = line.split(None, 1)
+        rows[name] = rest.rsplit(None, 1)[0].strip()
+    return rows
+
+
 def make_sweep(tmp_path, chain_config):
     base = chain_config(steps=200)
     path = tmp_path / "sweep.yaml"
@@ -35,11 +48,13 @@ def test_local_sweep_runs_skips_and_resumes(tmp_path, chain_config):
     cells = sorted(p.name for p in out.iterdir() if p.name != "logs")
     assert cells == ["variant=baseline__seed=0", "variant=baseline__seed=1",
                      "variant=sn_fc__seed=0", "variant=sn_fc__seed=1"]
-    assert proc.stdout.count("finished") == 4
+    assert list(table_states(proc.stdout).values()) == ["finished"] * 4
+    assert proc.stdout.count("] finished ") == 4 and proc.stdout.count("] started ") == 4   # progress lines
     # a second run skips everything; an interrupted cell (no summary.json) is resumed
     (out / "variant=sn_fc__seed=1" / "summary.json").unlink()
     proc = run_cli("sweep", sweep, check=True)
-    assert proc.stdout.count("skipped (done)") == 3 and proc.stdout.count("resumed") == 1
+    assert list(table_states(proc.stdout).values()) == ["finished"] * 4
+    assert proc.stdout.count("] started ") == 1   # only the interrupted cell ran, resumed
     # the report reads the sweep
     report = tmp_path / "report"
     run_cli("compare", out, "--out", report, "--reps", "200", check=True)
@@ -66,7 +81,8 @@ def test_failing_cell_does_not_stop_the_others(tmp_path, chain_config):
         (out / f"seed={seed}__variant=sn_fc").write_text("not a run directory")
     proc = run_cli("sweep", sweep, "--workers", "2")
     assert proc.returncode == 1
-    assert proc.stdout.count("finished") == 2 and proc.stdout.count("failed (2)") == 2
+    states = list(table_states(proc.stdout).values())
+    assert states.count("finished") == 2 and states.count("failed (2)") == 2
     assert "is a file, not a directory" in proc.stdout
 
 
@@ -168,7 +184,16 @@ def test_cell_threads_respect_omp_num_threads(tmp_path, chain_config, monkeypatc
     seen = []
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     import rlsmooth.experiments.sweep as sweep_module
-    monkeypatch.setattr(sweep_module, "run_cell_process", lambda *job: seen.append(job[5]) or (0, ""))
+    import rlsmooth.experiments.schedule as schedule_module
+
+    class Done:
+        def poll(self):
+            return 0
+
+    def spawn(job):
+        seen.append(job.threads)
+        job.process = Done()
+    monkeypatch.setattr(schedule_module, "_spawn", spawn)
     monkeypatch.setattr(sweep_module, "available_cores", lambda: 4)
     run_sweep(load_sweep(sweep), workers=2)
     assert seen and set(seen) == {1}
@@ -184,3 +209,50 @@ def test_a_schedule_warning_shared_by_every_cell_is_printed_once(tmp_path, chain
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
     assert warnings == ["warning: longer than loop.total_steps=200: algo.epsilon_decay_steps=300 "
                         "(override them for a short run, e.g. loop.eval_every=... algo.epsilon_decay_steps=...)"]
+
+
+def second_lines(stdout):
+    return [line for line in stdout.splitlines() if "] started " in line]
+
+
+def test_a_time_budget_leaves_nothing_half_done_and_a_second_call_continues(tmp_path, chain_config):
+    base = chain_config(steps=3000)
+    sweep = tmp_path / "sweep.yaml"
+    out = tmp_path / "sweep_out"
+    sweep.write_text(yaml.safe_dump({"base": str(base), "out": str(out), "order": ["seed", "variant"],
+                                     "set": {"loop.eval_every": 1000, "loop.log_every": 100},
+                                     "axes": {"variant": {"baseline": {}, "sn_fc": {"spectral.layers": ["fc"]}},
+                                              "seed": [0, 1, 2]}}, sort_keys=False))
+    first = run_cli("sweep", sweep, "--time-budget", "25s", timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "time budget:" in first.stdout
+    started = [line for line in first.stdout.splitlines() if "] started " in line]
+    assert started and started[0].split("started ")[1].startswith("variant=baseline__seed=0")
+    order = [line.split("started ")[1].split(" ")[0] for line in second_lines(first.stdout)]
+    assert order[:2] == ["variant=baseline__seed=0", "variant=sn_fc__seed=0"][:len(order)]   # seed outermost
+    cells = {p.name: p for p in out.iterdir() if p.name.startswith("variant=")}
+    finished = {n for n, p in cells.items() if (p / "summary.json").is_file()}
+    # nothing half-done: a cell directory exists only for a finished cell
+    assert all((p / "summary.json").is_file() for p in cells.values()), sorted(cells)
+    assert len(finished) < 6 and set(table_states(first.stdout).values()) <= {"finished", "not started (budget)"}
+    before = {n: (out / n / "metrics.jsonl").read_bytes() for n in finished}
+    second = run_cli("sweep", sweep, "--time-budget", "20m", timeout=600, check=True)
+    assert list(table_states(second.stdout).values()) == ["finished"] * 6
+    assert second.stdout.count("] started ") == 6 - len(finished)
+    assert all((out / n / "metrics.jsonl").read_bytes() == b for n, b in before.items())
+
+
+def test_cells_finished_in_a_results_directory_are_skipped(tmp_path, chain_config):
+    import shutil
+    sweep = make_sweep(tmp_path, chain_config)
+    out = tmp_path / "sweep_out"
+    run_cli("sweep", sweep, check=True)
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.move(str(out / "variant=sn_fc__seed=1"), str(results / "variant=sn_fc__seed=1"))
+    proc = run_cli("sweep", sweep, "--results", results, check=True)
+    assert table_states(proc.stdout)["variant=sn_fc__seed=1"] == "finished (results)"
+    assert "] started " not in proc.stdout and not (out / "variant=sn_fc__seed=1").exists()
+    bad = run_cli("sweep", sweep, "--results", tmp_path / "nope")
+    assert bad.returncode == 2 and "--results" in bad.stderr
+    assert run_cli("sweep", sweep, "--time-budget", "soon").returncode == 2

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,7 @@ class Cell:
     final_return: float | None = None
     log: Path | None = field(default=None)
     shared: str | None = None       # what a population's members must share (None: the agent trains alone)
+    total_steps: int = 0            # the cell's loop.total_steps
 
 
 @dataclass
@@ -78,9 +80,9 @@ def load_sweep(path: str | Path, out: str | None = None, extra: list[str] = ()) 
     spec = parse_yaml(read_text(path, "sweep file"), path) or {}
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: a sweep is a mapping with base, axes, set, out, resources")
-    unknown = sorted(set(spec) - {"base", "axes", "set", "out", "resources"})
+    unknown = sorted(set(spec) - {"base", "axes", "set", "out", "resources", "order"})
     if unknown:
-        raise ConfigError(f"{path}: unknown sweep key '{unknown[0]}' (valid: axes, base, out, resources, set)")
+        raise ConfigError(f"{path}: unknown sweep key '{unknown[0]}' (valid: axes, base, order, out, resources, set)")
     if "base" not in spec:
         raise ConfigError(f"{path}: a sweep needs 'base: CONFIG.yaml'")
     base = (path.parent / spec["base"]).resolve()
@@ -128,15 +130,22 @@ def load_sweep(path: str | Path, out: str | None = None, extra: list[str] = ()) 
                               f"(an axis lists one value twice, e.g. 1 and 1.0)")
         resolved[key] = cell
         cell.shared = shared_key(cfg)
+        cell.total_steps = cfg.loop.total_steps
+    order = spec.get("order") or []
+    if not isinstance(order, list) or any(axis not in names for axis in order):
+        raise ConfigError(f"{path}: 'order' lists axes (outermost first), each one of: {', '.join(names)}")
+    rank = [names.index(a) for a in order] + [i for i, a in enumerate(names) if a not in order]
+    index = {axis: {str(value): i for i, (value, _) in enumerate(options)} for axis, options in zip(names, choices)}
+    cells.sort(key=lambda c: [index[names[i]][str(c.axes[names[i]])] for i in rank])
     return Sweep(path, base, sweep_out, cells, spec.get("resources") or {})
 
 
 def cell_state(run_dir: Path) -> str:
-    """done | running (another process holds the cell) | resume | restart | pending."""
+    """finished | running (another process holds the cell) | resume | restart | pending."""
     if run_dir.is_dir() and in_use(run_dir):
         return "running"
     if (run_dir / SUMMARY_FILE).is_file():
-        return "done"
+        return "finished"
     if (run_dir / CHECKPOINT).is_file():
         return "resume"
     if run_dir.exists() and (not run_dir.is_dir() or has_run_content(run_dir)):
@@ -195,43 +204,197 @@ def label_cell(run_dir: Path, cell_json: Path, axes: dict) -> None:
 
 
 def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: bool = False,
-              ray_address: str | None = None, population: int = 0) -> list[Cell]:
+              ray_address: str | None = None, population: int = 0, deadline: float | None = None,
+              results: list[Path] = ()) -> list[Cell]:
+    """Run the cells that are not finished.  ``deadline`` (seconds since the epoch; local backend) starts
+    only what will finish by then; cells finished under ``results`` directories count as finished."""
     for cell in sweep.cells:
         cell.state = cell_state(cell.run_dir)
         cell.log = sweep.out / "logs" / f"{cell.name}.log"
-    todo = [c for c in sweep.cells if c.state not in ("done", "running")]
+        if cell.state != "finished" and any(cell_state(Path(r) / cell.name) == "finished" for r in results):
+            cell.state = "finished (results)"
+    todo = [c for c in sweep.cells if c.state in ("pending", "resume", "restart")]
+    todo.sort(key=lambda c: c.state != "resume")   # partial runs whose checkpoints survived go first
     if dry_run:
-        for cell in sweep.cells:
-            print(f"{cell.state:8s} {cell.name}  ->  {cell.run_dir}")
-        print(f"{len(sweep.cells)} cells, {len(todo)} to run")
+        print_plan(sweep, todo, population)
         return sweep.cells
     sweep.out.mkdir(parents=True, exist_ok=True)
     threads = (env_threads() or max(1, available_cores() // max(1, workers)) if backend == "local"
                else int(sweep.resources.get("num_cpus", 1)))
-    groups = pack(todo, population) if population > 1 else [[c] for c in todo]
-    jobs = [population_job(group, sweep, threads) if len(group) > 1 else
-            (cell_command(group[0], sweep.base, threads), str(group[0].log), str(group[0].run_dir / CELL_FILE),
-             str(group[0].run_dir), group[0].axes, threads) for group in groups]
     if backend == "ray":
-        results = _run_ray(jobs, sweep.resources, ray_address)
+        if deadline is not None:
+            raise ConfigError("--time-budget and --deadline plan for this machine's workers: use --backend local")
+        groups = pack(todo, population) if population > 1 else [[c] for c in todo]
+        jobs = [population_job(group, sweep, threads) if len(group) > 1 else
+                (cell_command(group[0], sweep.base, threads), str(group[0].log), str(group[0].run_dir / CELL_FILE),
+                 str(group[0].run_dir), group[0].axes, threads) for group in groups]
+        for group, (code, last) in zip(groups, _run_ray(jobs, sweep.resources, ray_address)):
+            for cell in group:
+                ok = code == 0 or (len(group) > 1 and (cell.run_dir / SUMMARY_FILE).is_file())
+                cell.state = "finished" if ok else f"failed ({code})"
+                cell.result = last
     else:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:   # threads only wait on subprocesses
-            results = list(pool.map(lambda job: run_cell_process(*job), jobs))
-    for group, (code, last) in zip(groups, results):
-        for cell in group:   # a population's members end one by one: each cell by its own run directory
-            ok = code == 0 or (len(group) > 1 and (cell.run_dir / SUMMARY_FILE).is_file())
-            cell.state = ("resumed" if cell.state == "resume" else "finished") if ok else f"failed ({code})"
-            cell.result = last
+        run_local(sweep, todo, workers, population, threads, deadline)
     for cell in sweep.cells:
         cell.final_return = final_eval_return(cell.run_dir)
-        if cell.state == "done":
-            cell.state = "skipped (done)"
-        elif cell.state == "running":
+        if cell.state == "running":
             cell.state = "running elsewhere"
         if not cell.state.startswith("failed") and summary_says_diverged(cell.run_dir):
             cell.state = "diverged"
     print_summary(sweep.cells)
     return sweep.cells
+
+
+def print_plan(sweep: Sweep, todo: list[Cell], population: int) -> None:
+    """``--dry-run``: every cell's state, and the processes the cells to run would be packed into."""
+    for cell in sweep.cells:
+        print(f"{cell.state:8s} {cell.name}  ->  {cell.run_dir}")
+    print(f"{len(sweep.cells)} cells, {len(todo)} to run")
+    if population > 1 and todo:
+        for i, group in enumerate(pack(todo, population)):
+            print(f"process {i + 1}: {job_name(group)}: {', '.join(c.name for c in group)}")
+
+
+def job_name(group: list[Cell]) -> str:
+    """What a job holds, for its log's name: the one cell, or the axis values its members share and
+    how many members it has (``game=asterix__seed=0__pop6``)."""
+    if len(group) == 1:
+        return group[0].name
+    shared = [f"{axis}={value}" for axis, value in group[0].axes.items()
+              if all(str(c.axes[axis]) == str(value) for c in group)]
+    return "__".join(shared + [f"pop{len(group)}"]).replace("/", "_")
+
+
+def _plan_job(queue: list[Cell], population: int, rates: dict, deadline: float | None) -> tuple[list[Cell], float]:
+    """The next job from the front of the queue: the largest population (up to ``population``, of cells
+    that may share a process) that fits before the deadline; ([], 0) when nothing fits."""
+    from rlsmooth.experiments.schedule import SAFETY, rate_for, remaining_steps
+    now = time.time()
+    for head in queue:
+        group = [head]
+        if population > 1 and head.shared:
+            group += [c for c in queue if c is not head and c.shared == head.shared][:population - 1]
+        for size in range(len(group), 0, -1):
+            members = group[:size]
+            rate = rate_for(rates, size)
+            if rate is None:            # nothing measured yet: start it and measure it
+                return members, math.inf
+            seconds = max(remaining_steps(c, c.total_steps) for c in members) / rate * SAFETY
+            if deadline is None or now + seconds <= deadline:
+                return members, seconds
+    return [], 0.0
+
+
+def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, threads: int,
+              deadline: float | None) -> None:
+    """Keep ``workers`` jobs running, a line for each start and end; see rlsmooth/experiments/schedule.py."""
+    from rlsmooth.experiments import schedule
+    from rlsmooth.training.rundir import has_run_content, is_run_directory
+    queue, running, total, ended = list(todo), [], len(todo), 0
+    rates = schedule.measured_rates([sweep.out], CELL_FILE)
+    start = time.time()
+    while queue or running:
+        while len(running) < max(1, workers) and queue:
+            if deadline is not None and not rates and running:
+                break   # one job measures the rate before the others are planned with it
+            group, seconds = _plan_job(queue, population, rates, deadline)
+            if not group:
+                break
+            for cell in group:
+                queue.remove(cell)
+            job = _start_job(group, sweep, threads)
+            running.append(job)
+            eta = "" if not math.isfinite(seconds) else f", about {schedule.format_seconds(seconds / schedule.SAFETY)}"
+            print(f"[{ended + len(running)}/{total}] started {job_name(group)} ({len(group)} "
+                  f"cell{'s' if len(group) > 1 else ''}{eta}; log {job.log})", flush=True)
+        if not running:
+            break
+        time.sleep(schedule.POLL_SECONDS if deadline is not None or len(running) > 1 else 0.5)
+        for job in list(running):
+            code = job.process.poll()
+            if code is None:
+                if deadline is not None:
+                    _watch(job, deadline, rates, queue)
+                continue
+            running.remove(job)
+            ended += len(job.cells)
+            _finish_job(job, code, lambda d: is_run_directory(d) or not has_run_content(d), queue)
+            for cell in job.cells:
+                if cell.state == "finished":
+                    ret = final_eval_return(cell.run_dir)
+                    done = sum(c.state == "finished" for c in todo)
+                    per_cell = (time.time() - start) / max(1, done)
+                    left = (len(queue) + sum(len(j.cells) for j in running)) * per_cell / max(1, workers)
+                    print(f"[{ended}/{total}] finished {cell.name}: final eval return "
+                          f"{'-' if ret is None else f'{ret:.2f}'} (sweep ETA {schedule.format_seconds(left)})",
+                          flush=True)
+                else:
+                    print(f"[{ended}/{total}] {cell.state}: {cell.name}", flush=True)
+        rates.update(_running_rates(running))
+    for cell in queue:
+        cell.state = "not started (budget)"
+    if deadline is not None:
+        finished = sum(c.state == "finished" for c in todo)
+        print(f"time budget: {finished} of {total} cells finished in "
+              f"{schedule.format_seconds(time.time() - start)}; {len(queue)} not started, "
+              f"{sum(c.state.startswith('stopped') for c in todo)} stopped")
+
+
+def _start_job(group: list[Cell], sweep: Sweep, threads: int):
+    from rlsmooth.experiments.schedule import Job, _spawn
+    fresh = [c for c in group if c.state in ("pending", "restart")]
+    if len(group) > 1:
+        command, log, *_ = population_job(group, sweep, threads)
+    else:
+        cell = group[0]
+        label_cell(cell.run_dir, cell.run_dir / CELL_FILE, {**cell.axes, "_members": 1})
+        command, log = cell_command(cell, sweep.base, threads), str(cell.log)
+    job = Job(group, command, Path(log), threads, fresh)
+    _spawn(job)
+    return job
+
+
+def _watch(job, deadline: float, rates: dict, queue: list[Cell]) -> None:
+    """Stop a job that will not finish by the deadline (its own rate says so), or that reached it."""
+    from rlsmooth.experiments.schedule import _stop, job_eta
+    now = time.time()
+    if now >= deadline:
+        _stop(job, "stopped at the deadline (resumable)")
+    elif now + job_eta(job, job.cells[0].total_steps, rates) > deadline:
+        _stop(job, "stopped: it would not finish by the deadline")
+
+
+def _finish_job(job, code: int, is_rlsmooth_dir, queue: list[Cell]) -> None:
+    from rlsmooth.experiments.schedule import clean_fresh
+    for cell in job.cells:
+        if (cell.run_dir / SUMMARY_FILE).is_file() and (code == 0 or len(job.cells) > 1 or job.stopped):
+            cell.state = "finished"
+        elif job.stopped.startswith("stopped:"):   # planned again with the rate it measured
+            cell.state = "pending" if cell in job.fresh else cell_state(cell.run_dir)
+        elif job.stopped:
+            cell.state = job.stopped if cell not in job.fresh else "not started (budget)"
+        else:
+            cell.state = f"failed ({code})"
+        lines = [line for line in job.log.read_text().splitlines() if line.strip()] if job.log.is_file() else []
+        cell.result = lines[-1] if lines else ""
+    if job.stopped:   # nothing half-done is left: the cells it started from nothing go
+        clean_fresh(job, is_rlsmooth_dir)
+        again = [c for c in job.cells if c.state in ("pending", "resume", "restart")]
+        for cell in again:
+            cell.state = cell_state(cell.run_dir)
+        queue[:0] = again
+
+
+def _running_rates(running: list) -> dict[int, float]:
+    """Per-member agent steps/s of the running jobs, by population size (their latest time/sps)."""
+    from rlsmooth.experiments.schedule import progress
+    found: dict[int, list[float]] = {}
+    for job in running:
+        for cell in job.cells:
+            _, sps = progress(cell.run_dir)
+            if sps:
+                found.setdefault(len(job.cells), []).append(sps)
+    return {k: sorted(v)[len(v) // 2] for k, v in found.items()}
 
 
 def pack(cells: list[Cell], size: int) -> list[list[Cell]]:
@@ -247,11 +410,11 @@ def pack(cells: list[Cell], size: int) -> list[list[Cell]]:
 def population_job(group: list[Cell], sweep: Sweep, threads: int) -> tuple:
     """A population's manifest (written now, with its cells' labels) and the subprocess that trains it."""
     from rlsmooth.population.manifest import write_manifest
-    name = group[0].name if len(group) == 1 else f"{group[0].name}+{len(group) - 1}"
+    name = job_name(group)
     manifest = sweep.out / "populations" / f"{name}.json"
     members = []
     for cell in group:
-        label_cell(cell.run_dir, cell.run_dir / CELL_FILE, cell.axes)
+        label_cell(cell.run_dir, cell.run_dir / CELL_FILE, {**cell.axes, "_members": len(group)})
         members.append({"run_dir": str(cell.run_dir.resolve()), "base": str(sweep.base),
                         "overrides": [f"threads={threads}", *cell.overrides, "loop.progress=false"],
                         "replace": cell.state == "restart"})

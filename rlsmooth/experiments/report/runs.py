@@ -60,7 +60,7 @@ def core_label(config: dict) -> str:
 
 
 def extra_label(axes: dict | None) -> str:
-    return " ".join(f"{k}={v}" for k, v in (axes or {}).items() if k not in CORE_AXES)
+    return " ".join(f"{k}={v}" for k, v in (axes or {}).items() if k not in CORE_AXES and not k.startswith("_"))
 
 
 def variant_label(config: dict, axes: dict | None = None) -> str:

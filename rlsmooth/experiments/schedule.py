@@ -1,0 +1,191 @@
+"""Running a sweep's jobs on this machine, optionally to a deadline.
+
+A job is one cell, or a population of cells trained by one process.  The scheduler keeps ``workers``
+jobs running, prints a line when each starts and ends (with the sweep's ETA), and, given a deadline
+(``--time-budget`` / ``--deadline``), starts only what the measured rate says will finish in time:
+
+* the rate is agent steps per second per member, by population size, read from the ``time/sps`` that
+  earlier runs of the sweep logged (its own directory and any results directories named);
+* a job is planned as the largest population (up to ``--population``) whose slowest member's
+  remaining steps fit before the deadline, with a safety margin; with no rate measured yet, the first
+  jobs start and are measured as they run;
+* a running job whose own rate says it will not finish is stopped (it checkpoints on SIGTERM): its
+  cells that started in this call are removed, so nothing half-done is left, and cells resumed from
+  an earlier checkpoint keep it; the freed slot is planned again with the rate just measured;
+* at the deadline every job still running is stopped and left resumable.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from rlsmooth.errors import ConfigError
+
+SAFETY = 1.15          # planned durations are stretched by this much before they must fit
+POLL_SECONDS = 5.0
+UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> float:
+    """'2h30m', '90m', '45s', '1.5h' or plain seconds -> seconds (ConfigError otherwise)."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+    if not parts or "".join(a + b for a, b in parts) != text:
+        raise ConfigError(f"--time-budget {text!r}: give a duration like 2h30m, 90m or 45s")
+    return sum(float(a) * UNIT_SECONDS[b] for a, b in parts)
+
+
+def parse_deadline(text: str, now: datetime | None = None) -> float:
+    """'HH:MM' (the next such time) or an ISO date-time -> seconds since the epoch."""
+    now = now or datetime.now().astimezone()
+    try:
+        if re.fullmatch(r"\d{1,2}:\d{2}", text.strip()):
+            hours, minutes = map(int, text.strip().split(":"))
+            when = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+            if when <= now:
+                when += timedelta(days=1)
+        else:
+            when = datetime.fromisoformat(text.strip())
+            if when.tzinfo is None:
+                when = when.astimezone()
+    except ValueError:
+        raise ConfigError(f"--deadline {text!r}: give HH:MM or an ISO date-time (2026-12-03T01:30)") from None
+    return when.timestamp()
+
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+# -- progress and rates, from what runs log ------------------------------------------------------
+
+def progress(run_dir: Path) -> tuple[int, float | None]:
+    """(last logged agent step, its latest time/sps) of a run directory; (0, None) before its first line."""
+    path = run_dir / "metrics.jsonl"
+    step, sps = 0, None
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return 0, None
+    for line in lines[-20:]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            step = max(step, record["step"])
+            if isinstance(record.get("time/sps"), (int, float)) and math.isfinite(record["time/sps"]):
+                sps = float(record["time/sps"])
+    return step, sps
+
+
+def measured_rates(dirs: list[Path], cell_file: str) -> dict[int, float]:
+    """Per-member agent steps/s by population size, the median over the runs under ``dirs`` whose
+    ``sweep_cell.json`` says how many members their process trained."""
+    found: dict[int, list[float]] = {}
+    for folder in dirs:
+        if not folder.is_dir():
+            continue
+        for cell_json in folder.glob(f"*/{cell_file}"):
+            try:
+                size = json.loads(cell_json.read_text()).get("_members")
+            except (OSError, ValueError, AttributeError):
+                continue
+            _, sps = progress(cell_json.parent)
+            if isinstance(size, int) and size >= 1 and sps:
+                found.setdefault(size, []).append(sps)
+    return {k: sorted(v)[len(v) // 2] for k, v in found.items()}
+
+
+def rate_for(rates: dict[int, float], size: int) -> float | None:
+    """Per-member rate of a population of ``size``: measured, else from the nearest measured size
+    assuming the same total rate (members share the same cores)."""
+    if size in rates:
+        return rates[size]
+    if not rates:
+        return None
+    nearest = min(rates, key=lambda k: (abs(k - size), k))
+    return rates[nearest] * nearest / size
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+
+@dataclass
+class Job:
+    cells: list                  # the sweep's Cell objects
+    command: list[str]
+    log: Path
+    threads: int
+    fresh: list = field(default_factory=list)   # cells this call started from nothing
+    process: subprocess.Popen | None = None
+    started: float = 0.0
+    stopped: str = ""            # why the scheduler stopped it, if it did
+
+
+def _spawn(job: Job) -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    from rlsmooth.experiments.sweep import ROOT, _end_with_parent
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    if job.threads > 0:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(job.threads)
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(job.log, "a") as f:
+        f.write("$ " + " ".join(job.command) + "\n")
+        f.flush()
+        job.process = subprocess.Popen(job.command, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                       preexec_fn=_end_with_parent)
+    job.started = time.time()
+
+
+def _stop(job: Job, why: str, grace: float = 120.0) -> None:
+    """SIGTERM (the run checkpoints and stops), then wait; SIGKILL after ``grace`` seconds."""
+    job.stopped = why
+    if job.process is None or job.process.poll() is not None:
+        return
+    job.process.send_signal(signal.SIGTERM)
+    try:
+        job.process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        job.process.kill()
+        job.process.wait()
+
+
+def remaining_steps(cell, total_steps: int) -> int:
+    return max(0, total_steps - progress(cell.run_dir)[0])
+
+
+def job_eta(job: Job, total_steps: int, rates: dict[int, float]) -> float:
+    """Seconds until the job's slowest member finishes, from its members' own latest rates where they
+    have logged one, else from the measured rates (0 while nothing is measured)."""
+    worst = 0.0
+    for cell in job.cells:
+        step, sps = progress(cell.run_dir)
+        rate = sps or rate_for(rates, len(job.cells))
+        if rate is None:
+            return 0.0   # nothing measured yet: no reason to stop it
+        worst = max(worst, max(0, total_steps - step) / rate)
+    return worst
+
+
+def clean_fresh(job: Job, is_rlsmooth_dir) -> list[str]:
+    """Remove the directories of the cells a stopped job started from nothing (only rlsmooth's files)."""
+    removed = []
+    for cell in job.fresh:
+        if cell.run_dir.is_dir() and is_rlsmooth_dir(cell.run_dir):
+            shutil.rmtree(cell.run_dir, ignore_errors=True)
+            removed.append(cell.name)
+    return removed
