@@ -250,9 +250,14 @@ def print_plan(sweep: Sweep, todo: list[Cell], population: int) -> None:
     for cell in sweep.cells:
         print(f"{cell.state:8s} {cell.name}  ->  {cell.run_dir}")
     print(f"{len(sweep.cells)} cells, {len(todo)} to run")
-    if population > 1 and todo:
-        for i, group in enumerate(pack(todo, population)):
-            print(f"process {i + 1}: {job_name(group)}: {', '.join(c.name for c in group)}")
+    if population > 1 and todo:   # the packing the local backend will start, in its order
+        queue, i = list(todo), 0
+        while queue:
+            group, _ = _plan_job(queue, population, {1: 1.0}, None)
+            for cell in group:
+                queue.remove(cell)
+            i += 1
+            print(f"process {i}: {job_name(group)}: {', '.join(c.name for c in group)}")
 
 
 def job_name(group: list[Cell]) -> str:
