@@ -9,10 +9,12 @@ jobs running, prints a line when each starts and ends (with the sweep's ETA), an
 * a job is planned as the largest population (up to ``--population``) whose slowest member's
   remaining steps fit before the deadline, with a safety margin; with no rate measured yet, the first
   jobs start and are measured as they run;
-* a running job whose own rate says it will not finish is stopped (it checkpoints on SIGTERM): its
-  cells that started in this call are removed, so nothing half-done is left, and cells resumed from
-  an earlier checkpoint keep it; the freed slot is planned again with the rate just measured;
-* at the deadline every job still running is stopped and left resumable.
+* a job whose own rate, early in its life, says it will not finish is stopped (it checkpoints on
+  SIGTERM): its cells that started in this call are removed, so nothing half-done is left, and cells
+  resumed from an earlier checkpoint keep it; the freed slot is planned again with the rate just
+  measured;
+* a job still running at the deadline (slower than measured: a paused or shared machine) is stopped
+  there and kept with its checkpoint, which the next call resumes first where the machine was kept.
 """
 from __future__ import annotations
 
@@ -73,24 +75,37 @@ def format_seconds(seconds: float) -> str:
 
 # -- progress and rates, from what runs log ------------------------------------------------------
 
+RATE_WINDOWS = 10      # log windows the rate is averaged over
+
+
 def progress(run_dir: Path) -> tuple[int, float | None]:
-    """(last logged agent step, its latest time/sps) of a run directory; (0, None) before its first line."""
+    """(last logged agent step, its rate) of a run directory.  The rate is agent steps per wall-clock
+    second over its last log windows spent wholly learning (``time/sps`` spans a window's evaluation
+    too; a window that began before the first update runs far faster and says nothing); None until
+    there is one."""
     path = run_dir / "metrics.jsonl"
-    step, sps = 0, None
     try:
         lines = path.read_text().splitlines()
     except OSError:
         return 0, None
-    for line in lines[-20:]:
+    step, last_step, learning, windows = 0, 0, False, []
+    for line in lines:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            step = max(step, record["step"])
-            if isinstance(record.get("time/sps"), (int, float)) and math.isfinite(record["time/sps"]):
-                sps = float(record["time/sps"])
-    return step, sps
+        if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
+            continue
+        step = max(step, record["step"])
+        sps = record.get("time/sps")
+        if not isinstance(sps, (int, float)) or not math.isfinite(sps) or sps <= 0:
+            continue
+        if learning and record["step"] > last_step:
+            windows.append((record["step"] - last_step, (record["step"] - last_step) / sps))
+        learning = learning or bool(record.get("train/updates"))
+        last_step = record["step"]
+    windows = windows[-RATE_WINDOWS:]
+    return step, (sum(s for s, _ in windows) / sum(t for _, t in windows)) if windows else None
 
 
 def measured_rates(dirs: list[Path], cell_file: str) -> dict[int, float]:
@@ -133,6 +148,7 @@ class Job:
     fresh: list = field(default_factory=list)   # cells this call started from nothing
     process: subprocess.Popen | None = None
     started: float = 0.0
+    planned: float = 0.0         # the seconds it was planned to take (0: unmeasured)
     stopped: str = ""            # why the scheduler stopped it, if it did
 
 

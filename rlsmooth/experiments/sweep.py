@@ -308,6 +308,7 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
             for cell in group:
                 queue.remove(cell)
             job = _start_job(group, sweep, threads)
+            job.planned = seconds if math.isfinite(seconds) else 0.0
             running.append(job)
             eta = "" if not math.isfinite(seconds) else f", about {schedule.format_seconds(seconds / schedule.SAFETY)}"
             print(f"[{ended + len(running)}/{total}] started {job_name(group)} ({len(group)} "
@@ -365,7 +366,9 @@ def _watch(job, deadline: float, rates: dict, queue: list[Cell]) -> None:
     now = time.time()
     if now >= deadline:
         _stop(job, "stopped at the deadline (resumable)")
-    elif now + job_eta(job, job.cells[0].total_steps, rates) > deadline:
+    elif now - job.started < max(300.0, 0.1 * job.planned) and \
+            now + job_eta(job, job.cells[0].total_steps, rates) > deadline:
+        # only early in a job: later, a slow stretch (a paused or shared machine) must not throw work away
         _stop(job, "stopped: it would not finish by the deadline")
 
 
@@ -376,13 +379,13 @@ def _finish_job(job, code: int, is_rlsmooth_dir, queue: list[Cell]) -> None:
             cell.state = "finished"
         elif job.stopped.startswith("stopped:"):   # planned again with the rate it measured
             cell.state = "pending" if cell in job.fresh else cell_state(cell.run_dir)
-        elif job.stopped:
-            cell.state = job.stopped if cell not in job.fresh else "not started (budget)"
+        elif job.stopped:   # late at the deadline: kept with its checkpoint, which the next call resumes
+            cell.state = job.stopped
         else:
             cell.state = f"failed ({code})"
         lines = [line for line in job.log.read_text().splitlines() if line.strip()] if job.log.is_file() else []
         cell.result = lines[-1] if lines else ""
-    if job.stopped:   # nothing half-done is left: the cells it started from nothing go
+    if job.stopped.startswith("stopped:"):   # nothing half-done is left: the cells it started from nothing go
         clean_fresh(job, is_rlsmooth_dir)
         again = [c for c in job.cells if c.state in ("pending", "resume", "restart")]
         for cell in again:
