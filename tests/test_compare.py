@@ -22,16 +22,17 @@ def test_reference_scores_table():
 
 
 def synthetic_run(root, name, game, variant, seed, returns, suite="atari", sigma=None, selector=None,
-                  frame_skip=4):
-    """A run directory as training writes it; ``variant`` 'sn_fc' normalises fc (selected by ``selector``)."""
+                  frame_skip=4, sweep_label=True, optim=None):
+    """A run directory as training writes it; ``variant`` 'sn_fc' normalises fc (selected by ``selector``);
+    with ``sweep_label`` its sweep_cell.json names the variant, as a sweep's cells do."""
     d = root / name
     d.mkdir(parents=True)
     normalised = ["fc"] if variant == "sn_fc" else []
     config = {"agent": "c51", "seed": seed, "env": {"suite": suite, "game": game, "frame_skip": frame_skip},
-              "spectral": {"layers": selector or normalised or "none"},
+              "spectral": {"layers": selector or normalised or "none"}, "optim": optim or {"name": "adam", "lr": 2.5e-4},
               "meta": {"layers": {"normalised": normalised, "tracked": [], "rho_layers": []}}}
     (d / "config.yaml").write_text(yaml.safe_dump(config))
-    (d / "sweep_cell.json").write_text(json.dumps({"variant": variant, "seed": seed}))
+    (d / "sweep_cell.json").write_text(json.dumps({"variant": variant, "seed": seed} if sweep_label else {"seed": seed}))
     with open(d / "metrics.jsonl", "w") as f:
         for i, r in enumerate(returns):
             rec = {"step": 1000 * (i + 1), "eval/episode_return": r}
@@ -63,13 +64,13 @@ def test_report_aggregates_against_independent_computation(tmp_path):
     # per-game mean and t interval over seeds
     from scipy import stats
     vals = np.array([finals[("sn_fc", "pong", s)] for s in range(3)])
-    n, mean, lo, hi = result["table"][("pong", "sn[fc]")]
+    n, mean, lo, hi = result["table"][("pong", "sn_fc")]
     half = stats.t.ppf(0.975, 2) * vals.std(ddof=1) / np.sqrt(3)
     assert n == 3 and mean == pytest.approx(vals.mean()) and (lo, hi) == pytest.approx((mean - half, mean + half))
     # aggregates of human-normalised scores
     for v in ("baseline", "sn_fc"):
         hns = np.array([[human_normalized(g, finals[(v, g, s)]) for g in games] for s in range(3)])
-        agg = result["aggregates"]["sn[fc]" if v == "sn_fc" else v]
+        agg = result["aggregates"][v]
         assert agg["mean"][0] == pytest.approx(hns.mean())
         assert agg["median"][0] == pytest.approx(np.median(hns.mean(axis=0)))
         flat = np.sort(hns.ravel())
@@ -81,16 +82,16 @@ def test_report_aggregates_against_independent_computation(tmp_path):
     poi = np.mean([np.mean([[1.0 if finals[("sn_fc", g, i)] > finals[("baseline", g, j)] else
                              0.5 if finals[("sn_fc", g, i)] == finals[("baseline", g, j)] else 0.0
                              for j in range(3)] for i in range(3)]) for g in games])
-    assert result["improvement"]["sn[fc]"][0] == pytest.approx(poi)
+    assert result["improvement"]["sn_fc"][0] == pytest.approx(poi)
     csv_text = (tmp_path / "rep" / "scores.csv").read_text()
     assert csv_text.count("\n") == 1 + 24
 
 
 def test_variants_grouped_by_resolved_layers_and_frames_from_frame_skip(tmp_path):
     # the same layer chosen as [-2] in one run and [fc] in another is one variant
-    synthetic_run(tmp_path / "r", "a", "pong", "sn_fc", 0, [1.0, 2.0], selector=[-2], frame_skip=3)
-    synthetic_run(tmp_path / "r", "b", "pong", "sn_fc", 1, [1.0, 4.0], selector=["fc"], frame_skip=3)
-    synthetic_run(tmp_path / "r", "c", "pong", "baseline", 0, [1.0, 1.0], frame_skip=3)
+    synthetic_run(tmp_path / "r", "a", "pong", "sn_fc", 0, [1.0, 2.0], selector=[-2], frame_skip=3, sweep_label=False)
+    synthetic_run(tmp_path / "r", "b", "pong", "sn_fc", 1, [1.0, 4.0], selector=["fc"], frame_skip=3, sweep_label=False)
+    synthetic_run(tmp_path / "r", "c", "pong", "baseline", 0, [1.0, 1.0], frame_skip=3, sweep_label=False)
     result = compare([tmp_path / "r"], tmp_path / "rep", reps=100)
     assert result["table"][("pong", "sn[fc]")][:2] == (2, pytest.approx(3.0))
     from rlsmooth.experiments.report import load_run, variant_label
@@ -174,20 +175,20 @@ def test_last_n_auc_intervals_and_heatmap_of_an_extra_axis(tmp_path):
                 d = synthetic_run(tmp_path / "r", f"{lr}-{v}-{seed}", "asterix", v, seed, curve, suite="minatar")
                 (d / "sweep_cell.json").write_text(json.dumps({"variant": v, "seed": seed, "optim.lr": lr}))
     result = compare([tmp_path / "r"], tmp_path / "rep", reps=200, last_n=3)
-    cell = result["cells"][("asterix", "sn[fc] optim.lr=0.001")]
+    cell = result["cells"][("asterix", "sn_fc optim.lr=0.001")]
     last3 = np.array([np.mean(finals[("0.001", "sn_fc", s)][-3:]) for s in range(3)])
     half = stats.t.ppf(0.975, 2) * last3.std(ddof=1) / np.sqrt(3)
     assert cell.means["last_n"] == pytest.approx((last3.mean(), last3.mean() - half, last3.mean() + half))
     auc = np.array([np.trapezoid(finals[("0.001", "sn_fc", s)], np.arange(1, 6) * 1000) / 4000 for s in range(3)])
     assert cell.means["auc"][0] == pytest.approx(auc.mean())
     # improvement is computed against the baseline with the same learning rate
-    assert set(result["improvement"]) == {"sn[fc] optim.lr=0.0001", "sn[fc] optim.lr=0.001"}
+    assert set(result["improvement"]) == {"sn_fc optim.lr=0.0001", "sn_fc optim.lr=0.001"}
     # ... on final scores and on last-3 means, each P(X > Y) over seed pairs
     for metric, score in (("improvement", lambda c: c[-1]), ("improvement_last_n", lambda c: np.mean(c[-3:]))):
         x = [score(finals[("0.001", "sn_fc", i)]) for i in range(3)]
         y = [score(finals[("0.001", "baseline", j)]) for j in range(3)]
         expected = np.mean([[1.0 if a > b else 0.5 if a == b else 0.0 for b in y] for a in x])
-        assert result[metric]["sn[fc] optim.lr=0.001"][0] == pytest.approx(expected)
+        assert result[metric]["sn_fc optim.lr=0.001"][0] == pytest.approx(expected)
     assert "P(improves), last-3 mean" in (tmp_path / "rep" / "report.md").read_text()
     assert (tmp_path / "rep" / "heatmap.png").stat().st_size > 5000
     assert "![heatmap](heatmap.png)" in (tmp_path / "rep" / "report.md").read_text()
@@ -202,3 +203,31 @@ def test_compare_without_the_report_extra_is_one_line_and_writes_nothing(tmp_pat
     with pytest.raises(ConfigError, match=r"report extra \(missing: rliable\)"):
         compare([tmp_path / "r"], tmp_path / "rep")
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_variant_is_what_its_runs_changed_never_merged_into_baseline(tmp_path):
+    # a sweep's variant axis changing the optimiser only: its label is the variant
+    for seed in (0, 1):
+        synthetic_run(tmp_path / "s", f"b{seed}", "pong", "baseline", seed, [1.0, 2.0])
+        synthetic_run(tmp_path / "s", f"x{seed}", "pong", "boom", seed, [0.0, 0.0], optim={"name": "adam", "lr": 1e30})
+    result = compare([tmp_path / "s"], tmp_path / "rep", reps=100)
+    assert result["table"][("pong", "baseline")][0] == 2 and result["table"][("pong", "boom")][0] == 2
+    assert "repeated" not in (tmp_path / "rep" / "report.md").read_text()
+    # runs without a sweep label whose configs differ in more than the seed are told apart by the keys
+    for seed in (0, 1):
+        synthetic_run(tmp_path / "u", f"a{seed}", "pong", "baseline", seed, [1.0, 2.0], sweep_label=False)
+        synthetic_run(tmp_path / "u", f"e{seed}", "pong", "baseline", seed, [3.0, 3.0], sweep_label=False,
+                      optim={"name": "adam", "lr": 2.5e-4, "eps": 1e-8})
+        synthetic_run(tmp_path / "u", f"r{seed}", "pong", "baseline", seed, [3.0, 3.0], sweep_label=False,
+                      optim={"name": "rmsprop", "lr": 2.5e-4})
+    result = compare([tmp_path / "u"], tmp_path / "rep2", reps=100)
+    variants = sorted(v for _, v in result["table"])
+    assert len(variants) == 3 and all(result["table"][("pong", v)][0] == 2 for v in variants), variants
+    assert any("optim.name=rmsprop" in v for v in variants) and any("optim.eps=1e-08" in v for v in variants)
+    # the seed, the budget and how a run was logged do not make a variant
+    for seed, steps in ((0, 1000), (1, 2000)):
+        d = synthetic_run(tmp_path / "v", f"s{seed}", "pong", "baseline", seed, [1.0, 2.0], sweep_label=False)
+        config = yaml.safe_load((d / "config.yaml").read_text())
+        config["loop"] = {"total_steps": steps, "log_every": 10 * steps}
+        (d / "config.yaml").write_text(yaml.safe_dump(config))
+    assert set(compare([tmp_path / "v"], tmp_path / "rep3", reps=100)["table"]) == {("pong", "baseline")}

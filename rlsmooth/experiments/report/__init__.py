@@ -14,7 +14,8 @@ from pathlib import Path
 
 from rlsmooth.errors import ConfigError
 from rlsmooth.experiments.report import plots, tables
-from rlsmooth.experiments.report.runs import Run, find_run_dirs, game_labels, load_run, variant_label  # noqa: F401
+from rlsmooth.experiments.report.runs import (Run, find_run_dirs, game_labels, load_run, split_variants,  # noqa: F401
+                                             variant_label)
 from rlsmooth.experiments.report.stats import (aggregates, cell_stats, comparison_step, improvement_probabilities,
                                                run_score, score_matrices)
 from rlsmooth.pieces.scores import REFERENCE_SCORES
@@ -43,6 +44,7 @@ def load_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
     if len({r.agent for r in runs}) > 1:   # one agent's variants are never another's
         for r in runs:
             r.core = f"{r.agent}:{r.core}"
+    split_variants(runs)
     game_labels(runs)
     return runs, skipped
 

@@ -31,6 +31,7 @@ class Run:
     frames_per_step: int = 1
     dropped_nonfinite: int = 0      # evaluation lines with a non-finite return, left out of the curve
     row: str = ""                   # the table row: the game, or suite/game where two suites share a game id
+    settings: dict = field(default_factory=dict)   # the flattened config keys that make the run what it is
 
     @property
     def variant(self) -> str:
@@ -57,6 +58,50 @@ def core_label(config: dict) -> str:
         form = "" if optim.get("rho_only_shrink", True) else ",unclamped"
         parts.append(f"rho={optim['rho_scaling']}[{','.join(layers.get('rho_layers') or [])}{form}]")
     return "+".join(parts) or "baseline"
+
+
+NOT_IDENTITY = ("seed", "meta.", "wandb.", "device", "threads", "loop.progress", "loop.log_every",
+                "loop.checkpoint_every", "loop.total_steps", "loop.save_replay", "spectral.log_every", "env.game",
+                "env.suite")
+"""Config keys that do not make two runs different variants: the seed, the row (suite and game), where
+and how a run was trained and logged, and its budget (runs that stopped at different steps are
+compared at the last step they all reached, and flagged)."""
+
+
+def identity_settings(config: dict) -> dict:
+    """The flattened config without :data:`NOT_IDENTITY`, values as text (lists and floats compare as written)."""
+    flat: dict = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            flat[prefix[:-1]] = json.dumps(value, sort_keys=True, default=str)
+    walk("", {k: v for k, v in config.items() if k != "meta"})
+    layers = (config.get("meta") or {}).get("layers") or {}
+    for key, resolved in (("spectral.layers", "normalised"), ("spectral.track", "tracked"),
+                          ("optim.rho_layers", "rho_layers")):
+        if resolved in layers:   # [-2] and [fc] on one network are one choice
+            flat[key] = json.dumps(layers[resolved])
+    return {k: v for k, v in flat.items()
+            if not any(k == n or (n.endswith(".") and k.startswith(n)) for n in NOT_IDENTITY)}
+
+
+def split_variants(runs: list[Run]) -> None:
+    """Runs that share a label but not their configs (beyond :data:`NOT_IDENTITY`) are never one
+    variant: each gets the keys that differ within its label appended (``baseline optim.lr=1e+30``)."""
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.variant, []).append(r)
+    for group in groups.values():
+        keys = set.union(*(set(r.settings) for r in group))
+        differ = sorted(k for k in keys if len({r.settings.get(k) for r in group}) > 1)
+        if not differ:
+            continue
+        for r in group:   # a key one config lacks (another rlsmooth version) is a difference too
+            r.core = " ".join([r.core] + [f"{k}={json.loads(r.settings[k]) if k in r.settings else '(absent)'}"
+                                          for k in differ])
 
 
 def extra_label(axes: dict | None) -> str:
@@ -141,9 +186,11 @@ def load_run(path: Path) -> Run:
     axes = _read_json(path / "sweep_cell.json", "sweep_cell.json") if (path / "sweep_cell.json").is_file() else {}
     summary = _read_json(path / "summary.json", "summary.json") if (path / "summary.json").is_file() else None
     diverged = bool(summary and summary.get("diverged"))
-    return Run(path, agent, suite, game, seed, core_label(config), extra_label(axes), summary is not None, diverged,
+    # a sweep's own name for what a cell changes is the variant; else what its SN / rho settings say
+    label = str(axes["variant"]) if "variant" in axes else core_label(config)
+    return Run(path, agent, suite, game, seed, label, extra_label(axes), summary is not None, diverged,
                bool(summary and "stopped_at_return" in summary), max(r["step"] for r in records), curve, sigmas,
-               frames_per_step(config), len(evals) - len(curve))
+               frames_per_step(config), len(evals) - len(curve), settings=identity_settings(config))
 
 
 def game_labels(runs: list[Run]) -> None:
