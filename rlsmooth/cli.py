@@ -200,7 +200,8 @@ def cmd_compare(args) -> int:
         raise ConfigError("--reps must be >= 1")
     if args.last_n < 1:
         raise ConfigError("--last-n must be >= 1")
-    compare([Path(p) for p in args.dirs], Path(args.out), baseline=args.baseline, reps=args.reps, last_n=args.last_n)
+    compare([Path(p) for p in args.dirs], Path(args.out), baseline=args.baseline, reps=args.reps, last_n=args.last_n,
+            criteria=Path(args.criteria) if args.criteria else None)
     return 0
 
 
@@ -292,6 +293,9 @@ def _add_compare(sub) -> None:
     p.add_argument("dirs", nargs="+", help="run directories or sweep directories (searched recursively)")
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--baseline", default="baseline", help="variant that others are compared against")
+    p.add_argument("--criteria", default=None, metavar="FILE",
+                   help="pre-registered criteria (YAML): a holds / fails / undecided line for each in report.md "
+                        "(default: none)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--last-n", type=int, default=3, help="evaluations averaged for the last-N score")
     p.set_defaults(func=cmd_compare)

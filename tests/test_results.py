@@ -55,5 +55,10 @@ def test_every_run_a_report_names_is_committed(report):
 def test_committed_report_re_derives_from_its_runs(report, tmp_path):
     spec = json.loads((report / "compare.json").read_text())
     inputs = [(report / p).resolve() for p in spec.pop("inputs")]
+    if "criteria" in spec:
+        spec["criteria"] = (report / spec["criteria"]).resolve()
     compare(inputs, tmp_path / "report", **spec)
     assert _rows(tmp_path / "report") == _rows(report)
+    verdicts = [line for line in (report / "report.md").read_text().splitlines() if line.startswith("- **")]
+    assert verdicts == [line for line in (tmp_path / "report" / "report.md").read_text().splitlines()
+                        if line.startswith("- **")]   # the verdict lines too

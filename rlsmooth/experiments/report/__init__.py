@@ -79,8 +79,11 @@ def improvement_groups(runs: list[Run], scores: dict, baseline: str, reps: int):
     return poi, reasons, seeds
 
 
-def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int = 2000, last_n: int = 3) -> dict:
+def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int = 2000, last_n: int = 3,
+            criteria: Path | None = None) -> dict:
     check_report_extra()
+    from rlsmooth.experiments.report.criteria import evaluate, load_criteria, section
+    registered = load_criteria(Path(criteria)) if criteria is not None else None
     runs, skipped = load_runs(paths)
     for s in skipped:
         print(f"skipped {s}")
@@ -99,7 +102,9 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
 
     out.mkdir(parents=True, exist_ok=True)
     tables.write_scores_csv(runs, scores, out)
-    tables.write_inputs(paths, out, baseline=baseline, reps=reps, last_n=last_n)
+    flags = {"criteria": tables.relative(Path(criteria), out)} if criteria is not None else {}
+    tables.write_inputs(paths, out, baseline=baseline, reps=reps, last_n=last_n, **flags)
+    verdicts = evaluate(registered, runs, scores, reps) if registered else []
     skips = {r.frames_per_step for r in runs}
     frames = skips.pop() if len(skips) == 1 and all(r.suite == "atari" for r in runs) else None
     cores = sorted({r.core for r in runs}, key=lambda c: (not c.endswith(baseline), c))
@@ -109,6 +114,8 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
                            plots.plot_heatmap(cells, rows, cores, extras, "last_n", out,
                                               f"last-{last_n} mean")) if p]
     lines = ["# rlsmooth comparison report", "", f"{len(runs)} runs used, {len(skipped)} skipped.", ""]
+    if registered:
+        lines += section(registered, verdicts, reps)
     lines += tables.cell_table(cells, rows, variants, last_n, at_steps)
     lines += tables.step_notes(runs, rows, at_steps)
     lines += tables.improvement_section(poi, reasons, seeds, last_n)
@@ -122,4 +129,4 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
     return {"table": {k: (c.runs, *c.means["final"]) for k, c in cells.items()}, "cells": cells,
             "aggregates": agg, "improvement": {v: t["final"] for group in poi.values() for v, t in group.items()},
             "improvement_last_n": {v: t["last_n"] for group in poi.values() for v, t in group.items()},
-            "comparison_steps": at_steps}
+            "comparison_steps": at_steps, "criteria": verdicts}

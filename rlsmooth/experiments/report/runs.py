@@ -32,6 +32,7 @@ class Run:
     dropped_nonfinite: int = 0      # evaluation lines with a non-finite return, left out of the curve
     row: str = ""                   # the table row: the game, or suite/game where two suites share a game id
     settings: dict = field(default_factory=dict)   # the flattened config keys that make the run what it is
+    axes: dict = field(default_factory=dict)       # its sweep cell's axis values (sweep_cell.json)
 
     @property
     def variant(self) -> str:
@@ -190,7 +191,8 @@ def load_run(path: Path) -> Run:
     label = str(axes["variant"]) if "variant" in axes else core_label(config)
     return Run(path, agent, suite, game, seed, label, extra_label(axes), summary is not None, diverged,
                bool(summary and "stopped_at_return" in summary), max(r["step"] for r in records), curve, sigmas,
-               frames_per_step(config), len(evals) - len(curve), settings=identity_settings(config))
+               frames_per_step(config), len(evals) - len(curve), settings=identity_settings(config),
+               axes={k: v for k, v in axes.items() if not k.startswith("_")})
 
 
 def game_labels(runs: list[Run]) -> None:

@@ -1,0 +1,110 @@
+"""compare --criteria: the pre-registered contrasts, checked against an independent computation, and
+the verdict lines the tool writes."""
+import itertools
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import assert_one_line_error, run_cli
+from rlsmooth.experiments.report import compare
+from test_compare import synthetic_run
+
+
+def study(root, effect_high, effect_low, seeds=4, rng_seed=0):
+    """Two games x two lr levels x baseline / sn_fc; SN adds ``effect_*`` to the baseline's level."""
+    rng = np.random.default_rng(rng_seed)
+    finals = {}
+    for game, lr, variant, seed in itertools.product(("asterix", "breakout"), ("hi", "lo"), ("baseline", "sn_fc"),
+                                                     range(seeds)):
+        gain = (effect_high if lr == "hi" else effect_low) if variant == "sn_fc" else 0.0
+        curve = list(5.0 + gain + rng.normal(0, 1, size=4))
+        finals[(game, lr, variant, seed)] = np.mean(curve[-3:])
+        d = synthetic_run(root, f"{game}-{lr}-{variant}-{seed}", game, variant, seed, curve, suite="minatar")
+        (d / "sweep_cell.json").write_text(json.dumps({"game": game, "lr": lr, "variant": variant, "seed": seed}))
+    return finals
+
+
+CRITERIA = {"score": "last_n", "min_seeds": 4, "criteria": [
+    {"name": "did", "treatment": "sn_fc", "axis": "lr", "at": "hi", "versus": "lo"},
+    {"name": "did_p", "treatment": "sn_fc", "axis": "lr", "at": "hi", "versus": "lo", "statistic": "probability"},
+    {"name": "plain", "treatment": "sn_fc", "axis": "lr", "at": "hi", "statistic": "probability"},
+    {"name": "one game", "treatment": "sn_fc", "axis": "lr", "at": "hi", "versus": "lo", "games": ["breakout"]},
+]}
+
+
+def independent(finals, games, stat, versus=True, reps=3000, seed=123):
+    """The same contrasts written out with plain loops, and a bootstrap of its own."""
+    def cellv(g, lr, v):
+        return np.array([x for (gg, ll, vv, _), x in sorted(finals.items()) if (gg, ll, vv) == (g, lr, v)])
+
+    def imp(t, b):
+        if stat == "mean":
+            return t.mean() - b.mean()
+        return np.mean([1.0 if x > y else 0.5 if x == y else 0.0 for x in t for y in b])
+
+    def value(draw):
+        per = []
+        for g in games:
+            v = imp(draw(cellv(g, "hi", "sn_fc")), draw(cellv(g, "hi", "baseline")))
+            if versus:
+                v -= imp(draw(cellv(g, "lo", "sn_fc")), draw(cellv(g, "lo", "baseline")))
+            per.append(v)
+        return np.mean(per)
+    rng = np.random.default_rng(seed)
+    boot = [value(lambda a: rng.choice(a, size=len(a), replace=True)) for _ in range(reps)]
+    return value(lambda a: a), np.percentile(boot, [2.5, 97.5])
+
+
+def test_contrasts_match_an_independent_computation(tmp_path):
+    finals = study(tmp_path / "runs", effect_high=3.0, effect_low=0.5)
+    path = tmp_path / "criteria.yaml"
+    path.write_text(yaml.safe_dump(CRITERIA))
+    result = compare([tmp_path / "runs"], tmp_path / "rep", reps=3000, criteria=path)
+    got = {r.criterion.name: r for r in result["criteria"]}
+    for name, stat, versus, games in (("did", "mean", True, ["asterix", "breakout"]),
+                                      ("did_p", "probability", True, ["asterix", "breakout"]),
+                                      ("plain", "probability", False, ["asterix", "breakout"]),
+                                      ("one game", "mean", True, ["breakout"])):
+        estimate, (lo, hi) = independent(finals, games, stat, versus)
+        assert got[name].estimate == pytest.approx(estimate, abs=1e-9), name
+        width = hi - lo
+        assert got[name].interval[0] == pytest.approx(lo, abs=0.1 * width + 1e-9), name
+        assert got[name].interval[1] == pytest.approx(hi, abs=0.1 * width + 1e-9), name
+    assert got["did"].verdict == "holds" and got["plain"].verdict == "holds"
+    lines = [line for line in (tmp_path / "rep" / "report.md").read_text().splitlines() if line.startswith("- **")]
+    assert len(lines) == 4 and lines[0].startswith("- **holds**: did: (sn_fc - baseline) at lr=hi minus at lr=lo")
+
+
+def test_verdicts_hold_fail_and_stay_undecided(tmp_path):
+    path = tmp_path / "criteria.yaml"
+    path.write_text(yaml.safe_dump(CRITERIA))
+    verdicts = {}
+    for name, high, low in (("reversed", -3.0, 3.0), ("same gap at both", 2.0, 2.0)):
+        study(tmp_path / name, high, low, seeds=6)
+        result = compare([tmp_path / name], tmp_path / f"rep-{name}", reps=1000, criteria=path)
+        verdicts[name] = {r.criterion.name: r.verdict for r in result["criteria"]}
+    assert verdicts["reversed"]["did"] == "fails" and verdicts["reversed"]["plain"] == "fails"
+    # a gap of the same size at both levels is no evidence that the gain is the high level's
+    assert verdicts["same gap at both"]["did"] != "holds" and verdicts["same gap at both"]["plain"] == "holds"
+
+
+def test_few_seeds_are_marked_and_bad_criteria_are_one_line(tmp_path):
+    study(tmp_path / "runs", 3.0, 0.0, seeds=2)
+    path = tmp_path / "criteria.yaml"
+    path.write_text(yaml.safe_dump(CRITERIA))
+    compare([tmp_path / "runs"], tmp_path / "rep", reps=200, criteria=path)
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "2 seeds per cell: interval unreliable" in text and "fewer than 4 seeds per cell are unreliable" in text
+    for bad, needle in (({"criteria": []}, "non-empty list"),
+                        ({"criteria": [{"name": "x", "treatment": "sn_fc", "oops": 1}]}, "unknown key 'oops'"),
+                        ({"score": "best", "criteria": [{"name": "x", "treatment": "y"}]}, "score must be"),
+                        ({"criteria": [{"name": "x", "treatment": "y", "at": "hi"}]}, "levels of an 'axis'")):
+        path.write_text(yaml.safe_dump(bad))
+        assert_one_line_error(run_cli("compare", tmp_path / "runs", "--out", tmp_path / "bad", "--criteria", path),
+                              needle)
+        assert not (tmp_path / "bad").exists()   # nothing written on a refusal
+    path.write_text(yaml.safe_dump({"criteria": [{"name": "absent", "treatment": "nope", "axis": "lr", "at": "hi"}]}))
+    result = compare([tmp_path / "runs"], tmp_path / "rep2", reps=50, criteria=path)
+    assert result["criteria"][0].verdict == "undecided" and "not evaluated" in (tmp_path / "rep2" / "report.md").read_text()
