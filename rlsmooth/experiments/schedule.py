@@ -33,6 +33,7 @@ from pathlib import Path
 from rlsmooth.errors import ConfigError
 
 SAFETY = 1.15          # planned durations are stretched by this much before they must fit
+START_SECONDS = 15.0   # a job's start-up and exit before any is measured (imports, envs, the final write)
 POLL_SECONDS = 5.0
 UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
 
@@ -154,6 +155,7 @@ class Job:
     process: subprocess.Popen | None = None
     started: float = 0.0
     planned: float = 0.0         # the seconds it was planned to take (0: unmeasured)
+    start_steps: list = field(default_factory=list)   # its members' steps when it started
     stopped: str = ""            # why the scheduler stopped it, if it did
 
 
@@ -170,6 +172,7 @@ def _spawn(job: Job) -> None:
         job.process = subprocess.Popen(job.command, stdout=f, stderr=subprocess.STDOUT, env=env,
                                        preexec_fn=_end_with_parent)
     job.started = time.time()
+    job.start_steps = [progress(c.run_dir)[0] for c in job.cells]
 
 
 def _stop(job: Job, why: str, grace: float = 120.0) -> None:
@@ -200,6 +203,15 @@ def job_eta(job: Job, total_steps: int, rates: dict[int, float]) -> float:
             return 0.0   # nothing measured yet: no reason to stop it
         worst = max(worst, max(0, total_steps - step) / rate)
     return worst
+
+
+def job_overhead(job: Job, rates: dict[int, float]) -> float:
+    """A finished job's wall time beyond what its steps took at its members' measured rate."""
+    rate = rate_for(rates, len(job.cells))
+    if job.stopped or not rate:
+        return 0.0
+    steps = max(progress(c.run_dir)[0] for c in job.cells) - min(job.start_steps or [0])
+    return max(0.0, time.time() - job.started - steps / rate)
 
 
 def clean_fresh(job: Job, is_rlsmooth_dir) -> list[str]:

@@ -270,7 +270,8 @@ def job_name(group: list[Cell]) -> str:
     return "__".join(shared + [f"pop{len(group)}"]).replace("/", "_")
 
 
-def _plan_job(queue: list[Cell], population: int, rates: dict, deadline: float | None) -> tuple[list[Cell], float]:
+def _plan_job(queue: list[Cell], population: int, rates: dict, deadline: float | None,
+              overhead: float = 0.0) -> tuple[list[Cell], float]:
     """The next job from the front of the queue: the largest population (up to ``population``, of cells
     that may share a process) that fits before the deadline; ([], 0) when nothing fits."""
     from rlsmooth.experiments.schedule import SAFETY, rate_for, remaining_steps
@@ -284,7 +285,7 @@ def _plan_job(queue: list[Cell], population: int, rates: dict, deadline: float |
             rate = rate_for(rates, size)
             if rate is None:            # nothing measured yet: start it and measure it
                 return members, math.inf
-            seconds = max(remaining_steps(c, c.total_steps) for c in members) / rate * SAFETY
+            seconds = (max(remaining_steps(c, c.total_steps) for c in members) / rate + overhead) * SAFETY
             if deadline is None or now + seconds <= deadline:
                 return members, seconds
     return [], 0.0
@@ -297,12 +298,13 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
     from rlsmooth.training.rundir import has_run_content, is_run_directory
     queue, running, total, ended = list(todo), [], len(todo), 0
     rates = schedule.measured_rates([sweep.out], CELL_FILE)
+    overhead = schedule.START_SECONDS   # a job's time beyond its training windows: start-up, writing, exit
     start = time.time()
     while queue or running:
         while len(running) < max(1, workers) and queue:
             if deadline is not None and not rates and running:
                 break   # one job measures the rate before the others are planned with it
-            group, seconds = _plan_job(queue, population, rates, deadline)
+            group, seconds = _plan_job(queue, population, rates, deadline, overhead)
             if not group:
                 break
             for cell in group:
@@ -311,7 +313,7 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
             job.planned = seconds if math.isfinite(seconds) else 0.0
             running.append(job)
             eta = "" if not math.isfinite(seconds) else f", about {schedule.format_seconds(seconds / schedule.SAFETY)}"
-            print(f"[{ended + len(running)}/{total}] started {job_name(group)} ({len(group)} "
+            print(f"[{ended + sum(len(j.cells) for j in running)}/{total}] started {job_name(group)} ({len(group)} "
                   f"cell{'s' if len(group) > 1 else ''}{eta}; log {job.log})", flush=True)
         if not running:
             break
@@ -323,8 +325,14 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
                     _watch(job, deadline, rates, queue)
                 continue
             running.remove(job)
-            ended += len(job.cells)
+            overhead = max(overhead, schedule.job_overhead(job, rates))
+            measured = rate_text(job)
             _finish_job(job, code, lambda d: is_run_directory(d) or not has_run_content(d), queue)
+            if job.stopped.startswith("stopped:"):
+                print(f"stopped {job_name(job.cells)}: it would not finish by the deadline at its measured "
+                      f"{measured}; its {len(job.cells)} cell(s) go back to the queue", flush=True)
+                continue
+            ended += len(job.cells)
             for cell in job.cells:
                 if cell.state == "finished":
                     ret = final_eval_return(cell.run_dir)
@@ -344,6 +352,12 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
         print(f"time budget: {finished} of {total} cells finished in "
               f"{schedule.format_seconds(time.time() - start)}; {len(queue)} not started, "
               f"{sum(c.state.startswith('stopped') for c in todo)} stopped")
+
+
+def rate_text(job) -> str:
+    from rlsmooth.experiments.schedule import progress
+    rates = [r for c in job.cells if (r := progress(c.run_dir)[1])]
+    return f"{min(rates):.0f} agent steps/s per member" if rates else "rate"
 
 
 def _start_job(group: list[Cell], sweep: Sweep, threads: int):
