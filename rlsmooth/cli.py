@@ -14,6 +14,10 @@ from pathlib import Path
 from rlsmooth.errors import ConfigError, UserError, one_line, os_error_line
 
 
+EXIT_DIVERGED = 3
+"""``train``'s exit status for a run that stopped because it diverged (2 is a refused input)."""
+
+
 class DefaultsFormatter(argparse.HelpFormatter):
     """Help lines end with the option's default, where it has one worth saying."""
 
@@ -158,12 +162,13 @@ def cmd_train(args) -> int:
         raise
     finally:
         lock.release()
+    checkpoint = run_dir / CHECKPOINT
+    print(f"logs: {run_dir / 'metrics.jsonl'}" + (f"  checkpoint: {checkpoint}" if checkpoint.is_file() else ""))
     if summary.get("diverged"):
         print(f"diverged after step {int(summary['diverged_after_step']):,}: summary.json records it "
-              f"with the evaluations so far")
+              f"with the evaluations so far (exit status {EXIT_DIVERGED})")
     print_result(summary, run_dir, cfg.loop.eval_steps)
-    print(f"logs: {run_dir / 'metrics.jsonl'}  checkpoint: {run_dir / CHECKPOINT}")
-    return 0
+    return EXIT_DIVERGED if summary.get("diverged") else 0
 
 
 def cmd_eval(args) -> int:

@@ -389,7 +389,7 @@ def _watch(job, deadline: float, rates: dict, queue: list[Cell]) -> None:
 def _finish_job(job, code: int, is_rlsmooth_dir, queue: list[Cell]) -> None:
     from rlsmooth.experiments.schedule import clean_fresh
     for cell in job.cells:
-        if (cell.run_dir / SUMMARY_FILE).is_file() and (code == 0 or len(job.cells) > 1 or job.stopped):
+        if (cell.run_dir / SUMMARY_FILE).is_file() and (code in (0, 3) or len(job.cells) > 1 or job.stopped):
             cell.state = "finished"
         elif job.stopped.startswith("stopped:"):   # planned again with the rate it measured
             cell.state = "pending" if cell in job.fresh else cell_state(cell.run_dir)

@@ -209,7 +209,25 @@ def record_resume(run_dir: Path, step: int, changes: dict) -> None:
 
 def write_summary(run_dir: Path, summary: dict) -> None:
     """Marks a run as finished (sweeps skip it, resume leaves it alone)."""
-    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps({k: float(v) for k, v in summary.items()}, indent=1))
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary_record(summary), indent=1))
+
+
+SUMMARY_INTEGERS = ("step", "updates", "diverged_after_step")
+
+
+def summary_record(summary: dict) -> dict:
+    """summary.json as documented: integer ``step`` and ``updates`` (agent steps, gradient updates),
+    boolean ``diverged`` (with the integer ``diverged_after_step`` when true), ``stopped_at_return``
+    (the target return, or null), and the last evaluation's floats."""
+    record = {"step": 0, "updates": 0, "diverged": False, "stopped_at_return": None}
+    for key, value in summary.items():
+        if isinstance(value, bool) or value is None:
+            record[key] = value
+        elif key in SUMMARY_INTEGERS:
+            record[key] = int(value)
+        else:
+            record[key] = float(value)
+    return record
 
 
 def read_summary(run_dir: Path) -> dict | None:
@@ -230,7 +248,7 @@ def finished_reason(done: dict, cfg) -> str | None:
     if done.get("diverged"):
         return (f"diverged after step {int(done.get('diverged_after_step', 0)):,}; nothing to resume "
                 f"(--replace starts it over)")
-    if "stopped_at_return" in done:
+    if done.get("stopped_at_return") is not None:
         return f"stopped at step {int(done['step']):,}, past loop.stop_return; nothing to resume"
     if done.get("step", 0) >= cfg.loop.total_steps:
         return f"finished at step {int(done['step']):,}; nothing to resume (its summary is kept)"

@@ -28,7 +28,8 @@ from rlsmooth.pieces.spectral import sigma_metrics
 from rlsmooth.training import checkpoint as ckpt
 from rlsmooth.training.divergence import nonfinite_metrics, nonfinite_parameters
 from rlsmooth.training.logger import Logger, Sink, run_dir_sinks
-from rlsmooth.training.rundir import CHECKPOINT, provenance, record_resume, write_config, write_summary
+from rlsmooth.training.rundir import (CHECKPOINT, provenance, record_resume, summary_record, write_config,
+                                     write_summary)
 from rlsmooth.training.run_stats import EpisodeStats, MeanWindow
 from rlsmooth.training.runtime import interrupt_guard, resolve_device, set_threads
 
@@ -255,4 +256,4 @@ class RunSkeleton:
             summary.update({"diverged": True, "diverged_after_step": self.diverged["since"]})
         if self.run_dir is not None:
             write_summary(self.run_dir, summary)
-        return summary
+        return summary_record(summary)

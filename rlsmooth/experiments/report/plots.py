@@ -53,15 +53,25 @@ def plot_curves(runs: list[Run], rows: list[str], variants: list[str], out: Path
                              squeeze=False)
     for ax, (game, layer) in zip(axes.flat, panels):
         for v in variants:
-            curves = [r.sigma_curves.get(layer, []) if sigma else r.eval_curve
-                      for r in runs if r.row == game and r.variant == v]
-            curves = [c for c in curves if c]
+            members = [r for r in runs if r.row == game and r.variant == v
+                       and (r.sigma_curves.get(layer) if sigma else r.eval_curve)]
+            curves = [r.sigma_curves[layer] if sigma else r.eval_curve for r in members]
             if not curves:
                 continue
             steps, mean, lo, hi = curve_band(curves)
-            line, = ax.plot(steps, mean, label=f"{v} (n={len(curves)})", color=f"C{variants.index(v) % 10}")
+            diverged = sum(r.diverged for r in members)
+            label = f"{v} (n={len(curves)}" + (f", {diverged} diverged: their curves end there" if diverged else "") + ")"
+            line, = ax.plot(steps, mean, label=label, color=f"C{variants.index(v) % 10}")
             if len(curves) > 1:
                 ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+            counts = [sum(s in dict(c) for c in curves) for s in steps]
+            for i in range(1, len(steps)):   # where runs end (diverged, stopped, shorter), the mean is of fewer
+                if counts[i] != counts[i - 1]:
+                    ax.annotate(f"n={counts[i]}", (steps[i], mean[i]), fontsize=7, color=line.get_color())
+            for r in members:
+                if r.diverged:
+                    end = r.sigma_curves[layer][-1] if sigma else r.eval_curve[-1]
+                    ax.plot([end[0]], [end[1]], marker="x", color=line.get_color(), markersize=7)
         ax.set_title(f"{game}: sigma({layer})" if sigma else game, fontsize=10)
         _steps_axis(ax, frames_per_step)
         ax.set_ylabel("sigma of raw weight" if sigma else "evaluation return", fontsize=9)

@@ -177,7 +177,12 @@ def load_run(path: Path) -> Run:
     records = _records(path / "metrics.jsonl")
     evals = [(r["step"], r["eval/episode_return"]) for r in records if "eval/episode_return" in r]
     curve = [(s, float(v)) for s, v in evals if isinstance(v, (int, float)) and math.isfinite(v)]
+    summary_path = path / "summary.json"
     if not curve:
+        ended = _read_json(summary_path, "summary.json") if summary_path.is_file() else {}
+        if ended.get("diverged"):
+            raise ValueError(f"diverged after step {ended.get('diverged_after_step', '?')}, before its first finite "
+                             f"evaluation: it has no score and is left out")
         raise ValueError("no finite evaluation yet" if evals else "no evaluation yet")
     sigmas: dict[str, list[tuple[int, float]]] = {}
     for r in records:
@@ -190,7 +195,7 @@ def load_run(path: Path) -> Run:
     # a sweep's own name for what a cell changes is the variant; else what its SN / rho settings say
     label = str(axes["variant"]) if "variant" in axes else core_label(config)
     return Run(path, agent, suite, game, seed, label, extra_label(axes), summary is not None, diverged,
-               bool(summary and "stopped_at_return" in summary), max(r["step"] for r in records), curve, sigmas,
+               bool(summary and summary.get("stopped_at_return") is not None), max(r["step"] for r in records), curve, sigmas,
                frames_per_step(config), len(evals) - len(curve), settings=identity_settings(config),
                axes={k: v for k, v in axes.items() if not k.startswith("_")})
 
