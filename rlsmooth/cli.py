@@ -45,25 +45,36 @@ def print_result(summary: dict, run_dir: Path, eval_steps: int) -> None:
 
 def resume_run(args):
     """(config, run dir, lock) of a run to resume, or None when it has nothing left to do.
-    ``--total-steps`` extends (or sets) the budget in its config.yaml first; the change is recorded."""
+
+    ``--total-steps N`` and ``key=value`` overrides of the keys a resume may change (the budget,
+    periods, progress, threads, device, ``wandb.*``) apply to the resolved config in memory; the
+    run's config.yaml records them (``meta.resumed``) only once every check has passed."""
     from rlsmooth.agents.preflight import load_train_config
-    from rlsmooth.training.rundir import (CHECKPOINT, finished_reason, lock_existing, read_config, read_summary,
-                                          set_total_steps)
-    if args.config or args.overrides or args.out:
-        raise ConfigError("--resume takes the run directory and, optionally, --total-steps (its config.yaml is reused)")
+    from rlsmooth.config.yaml_files import apply_overrides
+    from rlsmooth.training.checkpoint import RESUMABLE_KEYS, resumable
+    from rlsmooth.training.rundir import CHECKPOINT, finished_reason, lock_existing, read_config, read_summary
+    if args.out:
+        raise ConfigError("--resume continues a run in its own directory; --out does not apply")
+    overrides = [o for o in (args.config, *args.overrides) if o]
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if "=" not in item:
+            raise ConfigError(f"--resume takes RUN_DIR, --total-steps and key=value overrides; '{item}' is not "
+                              f"key=value")
+        if not resumable(key):
+            raise ConfigError(f"--resume cannot change {key}: a resumed run must be the same run (it may change "
+                              f"{', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUMABLE_KEYS)})")
     run_dir = Path(args.resume)
-    data = read_config(run_dir)
+    data = apply_overrides(read_config(run_dir), overrides)
     if args.total_steps is not None:
         data.setdefault("loop", {})["total_steps"] = args.total_steps
-    cfg = load_train_config(data)   # the new budget is checked before anything is written
+    cfg = load_train_config(data)   # checked in memory: nothing is written before every check passes
     lock = lock_existing(run_dir)
     try:
         done = read_summary(run_dir)
         if done is not None and args.total_steps is not None and args.total_steps < done.get("step", 0):
             raise ConfigError(f"--total-steps {args.total_steps:,} is below the {int(done['step']):,} steps "
                               f"{run_dir} has already run")
-        if args.total_steps is not None:
-            set_total_steps(run_dir, args.total_steps)
         reason = finished_reason(done, cfg) if done is not None else None
         if reason:
             lock.release()

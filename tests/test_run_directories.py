@@ -155,3 +155,47 @@ def test_total_steps_continues_a_finished_run_in_the_same_files(chain_config, tm
     continued = [r for r in metric_rows(out) if r["step"] != 400 or "eval/episode_return" in r]
     uninterrupted = [r for r in metric_rows(long) if r["step"] != 400 or "eval/episode_return" in r]
     assert [r["step"] for r in continued] == [r["step"] for r in uninterrupted]
+
+
+def test_a_refused_resume_writes_nothing_and_a_short_budget_is_refused_alike(chain_config, tmp_path):
+    out, path, good = good_checkpoint(chain_config, tmp_path)   # checkpoint at 400, no summary
+    # a hand edit in a key that shapes the run: refused, and --total-steps is not written either
+    text = (out / "config.yaml").read_text().replace("gamma: 0.9", "gamma: 0.5")
+    (out / "config.yaml").write_text(text)
+    before = files(out)
+    assert_one_line_error(run_cli("train", "--resume", out, "--total-steps", "3000"), "algo.gamma")
+    assert files(out) == before
+    (out / "config.yaml").write_text(text.replace("gamma: 0.5", "gamma: 0.9"))
+    before = files(out)
+    # an unfinished run asked for fewer steps than its checkpoint holds: refused as a finished one is
+    assert_one_line_error(run_cli("train", "--resume", out, "--total-steps", "300"), "below the 400 steps")
+    assert files(out) == before
+
+
+def test_resume_takes_the_documented_overrides_and_refuses_the_rest_by_key(chain_config, tmp_path):
+    out, path, good = good_checkpoint(chain_config, tmp_path)
+    before = files(out)
+    assert_one_line_error(run_cli("train", "--resume", out, "optim.lr=0.5"), "--resume cannot change optim.lr")
+    assert_one_line_error(run_cli("train", "--resume", out, "loop"), "'loop' is not key=value")
+    assert files(out) == before
+    proc = run_cli("train", "--resume", out, "loop.progress=true", "loop.log_every=100", check=True)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["loop"]["progress"] is True and config["loop"]["log_every"] == 100
+    assert config["meta"]["resumed"] == [{"step": 400, "changed": {"loop.log_every": [50, 100],
+                                                                   "loop.progress": [False, True]}}]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda s: s["optimizer"]["param_groups"][0].update(lr=0.5, base_lr=0.5), "base_lr' is 0.5 where optim.lr"),
+    (lambda s: s["optimizer"]["param_groups"][0].update(eps=1.0), "eps' is 1.0 where optim.eps"),
+    (lambda s: s["counters"].update(next_eval=10_000), "'counters.next_eval' is 10000"),
+])
+def test_values_edited_inside_a_checkpoint_are_refused_by_key(chain_config, tmp_path, edit, needle):
+    out, path, good = good_checkpoint(chain_config, tmp_path)
+    state = torch.load(path, weights_only=True)
+    edit(state)
+    torch.save(state, path)
+    before = files(out)
+    assert_one_line_error(run_cli("train", "--resume", out), needle)
+    assert files(out) == before

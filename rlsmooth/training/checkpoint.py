@@ -169,3 +169,36 @@ def set_rng_state(state: dict, np_rng: np.random.Generator) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_against_config(state: dict, path: Path, cfg) -> None:
+    """What the run's config determines inside its checkpoint, against the config: the optimiser's
+    epsilon and (unless annealed) learning rate in every parameter group, and the next logging,
+    evaluation and checkpoint steps against the periods that set them.  A hand-edited checkpoint
+    would resume into a run that differs from the uninterrupted one; it is refused by key."""
+    groups = (state.get("optimizer") or {}).get("param_groups") or []
+    annealed = bool(getattr(cfg.algo, "anneal_lr", False))
+    for i, group in enumerate(groups):
+        if not isinstance(group, dict):
+            continue
+        where = f"checkpoint {path}: 'optimizer.param_groups[{i}]"
+        if "eps" in group and group["eps"] != cfg.optim.eps:
+            raise ConfigError(f"{where}.eps' is {group['eps']!r} where optim.eps is {cfg.optim.eps!r}: the checkpoint "
+                              f"was changed since it was written")
+        base = group.get("base_lr", group.get("lr"))
+        if base is not None and not annealed and base != cfg.optim.lr:
+            raise ConfigError(f"{where}.base_lr' is {base!r} where optim.lr is {cfg.optim.lr!r}: the checkpoint was "
+                              f"changed since it was written")
+        if annealed and base is not None and not 0.0 <= float(base) <= cfg.optim.lr:
+            raise ConfigError(f"{where}.base_lr' is {base!r}, outside the annealed range [0, {cfg.optim.lr!r}]")
+        if group.get("name") == "base" and "lr" in group and base is not None and group["lr"] != base:
+            raise ConfigError(f"{where}.lr' is {group['lr']!r} where the schedule gives {base!r}: the checkpoint was "
+                              f"changed since it was written")
+    saved = flatten(state.get("config") or {})
+    step = int(state["step"])
+    for counter, period_key in (("next_log", "loop.log_every"), ("next_eval", "loop.eval_every"),
+                                ("next_checkpoint", "loop.checkpoint_every")):
+        period, value = saved.get(period_key), state["counters"].get(counter)
+        if isinstance(period, int) and period > 0 and value is not None and not step < value <= step + period:
+            raise ConfigError(f"checkpoint {path}: 'counters.{counter}' is {value!r}, which {period_key}={period} "
+                              f"cannot give at step {step:,}: the checkpoint was changed since it was written")

@@ -188,23 +188,15 @@ def write_config(run_dir: Path, config: dict, meta: dict) -> None:
     atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump({**config, "meta": {**MARKER, **meta}}, sort_keys=False))
 
 
-def set_total_steps(run_dir: Path, total_steps: int) -> None:
-    """Set ``loop.total_steps`` in a run's config.yaml (resume compares it with the checkpoint's and
-    records the change in meta)."""
-    data = read_config(run_dir)
-    if (data.get("loop") or {}).get("total_steps") != total_steps:
-        data.setdefault("loop", {})["total_steps"] = total_steps
-        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(data, sort_keys=False))
-
-
-def record_resume(run_dir: Path, step: int, changes: dict) -> None:
-    """Note in config.yaml's meta which keys changed (allowed) when the run resumed at ``step``."""
+def record_resume(run_dir: Path, step: int, changes: dict, config: dict) -> None:
+    """Write the resumed run's resolved ``config`` into config.yaml, noting in its meta which keys
+    changed (allowed) when the run resumed at ``step``."""
     data = read_config(run_dir)
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
     resumed = meta.get("resumed") if isinstance(meta.get("resumed"), list) else []
     resumed.append({"step": step, "changed": {k: [a, b] for k, (a, b) in changes.items()}})
-    data["meta"] = {**meta, "resumed": resumed}
-    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(data, sort_keys=False))
+    atomic_write_text(run_dir / CONFIG_FILE,
+                      yaml.safe_dump({**config, "meta": {**meta, "resumed": resumed}}, sort_keys=False))
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:

@@ -54,9 +54,10 @@ def maybe_compile(fn: Callable, enabled: bool, device: torch.device) -> Callable
     return torch.compile(fn, mode="reduce-overhead" if device.type == "cuda" else "default")
 
 
-def load_checked(run_dir: Path, cfg: TrainConfig) -> dict:
-    """The run's checkpoint, refused with one line when ``config.yaml`` changed since it was written in
-    a key that shapes the run (changes allowed on resume are recorded in ``config.yaml``'s meta)."""
+def load_checked(run_dir: Path, cfg: TrainConfig) -> tuple[dict, dict]:
+    """The run's checkpoint and the allowed changes to record, refused with one line when the config
+    changed since it was written in a key that shapes the run, or asks for fewer steps than it has run.
+    Nothing is written here: ``begin`` records the changes once the run has started."""
     path = run_dir / CHECKPOINT
     state = ckpt.load(path)
     ckpt.check(state, path)
@@ -65,9 +66,11 @@ def load_checked(run_dir: Path, cfg: TrainConfig) -> dict:
         raise ConfigError(f"{run_dir / 'config.yaml'} changed since its checkpoint (step {state['step']:,}): "
                           f"{ckpt.describe(shaping)}; a resumed run must be the same run (only the budget, logging, "
                           f"evaluation and checkpoint periods, progress, threads and device may change)")
-    if allowed:
-        record_resume(run_dir, int(state["step"]), allowed)
-    return state
+    if cfg.loop.total_steps < int(state["step"]):
+        raise ConfigError(f"loop.total_steps {cfg.loop.total_steps:,} is below the {int(state['step']):,} steps "
+                          f"{run_dir} has already run")
+    ckpt.check_against_config(state, path, cfg)
+    return state, allowed
 
 
 class RunSkeleton:
@@ -90,7 +93,7 @@ class RunSkeleton:
         self.streams = SeedStreams(cfg.seed)
         self.streams.seed_globals()
         self.rng = self.streams.generator(seeding.POLICY)
-        self.state = load_checked(run_dir, cfg) if resume else None
+        self.state, self._resume_changes = load_checked(run_dir, cfg) if resume else (None, {})
         start = int(self.state["step"]) if self.state else 0
         n = cfg.env.num_envs
         # a restart gets fresh env streams (its episodes start anew), keyed by the step it restarts at
@@ -133,6 +136,8 @@ class RunSkeleton:
         sinks = self.extra_sinks if self.run_dir is None else \
             run_dir_sinks(self.run_dir, self.step, self.cfg.wandb, to_dict(self.cfg)) + self.extra_sinks
         self.logger = Logger(sinks, self.step, self.total_steps, progress=self.cfg.loop.progress)
+        if self.state and self._resume_changes and self.run_dir is not None:   # every check has passed
+            record_resume(self.run_dir, int(self.state["step"]), self._resume_changes, to_dict(self.cfg))
         if self.run_dir is not None:
             self.logger.message(f"{'resuming' if self.state else 'run directory'}: {self.run_dir} at step {self.step} "
                                 f"(tensorboard --logdir {self.run_dir})")
