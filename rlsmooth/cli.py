@@ -144,7 +144,7 @@ def cmd_train(args) -> int:
     from rlsmooth.agents import AGENTS
     from rlsmooth.agents.preflight import load_train_config
     from rlsmooth.config.yaml_files import apply_overrides, load_yaml
-    from rlsmooth.training.rundir import CHECKPOINT, CONFIG_FILE, default_run_dir, prepare_new
+    from rlsmooth.training.rundir import CHECKPOINT, REPLACED, default_run_dir, prepare_new, settle_replace
     from rlsmooth.training.runtime import resolve_device
 
     existed = True
@@ -163,15 +163,30 @@ def cmd_train(args) -> int:
         run_dir = Path(args.out) if args.out else default_run_dir(cfg.agent, cfg.env.suite, cfg.env.game, cfg.seed)
         existed = run_dir.exists()
         lock = prepare_new(run_dir, args.replace)
+        if lock.kept:
+            print(f"--replace: kept what rlsmooth did not write in {run_dir}: {', '.join(lock.kept)}")
+    started = False
     try:
         summary = AGENTS[cfg.agent].train(cfg, run_dir, resume=bool(args.resume))
+        started = True
     except KeyboardInterrupt:
+        started = True
         return 130
     except (UserError, OSError):
-        if not existed and not (run_dir / CONFIG_FILE).exists():
-            shutil.rmtree(run_dir, ignore_errors=True)  # created by this call, nothing written yet
+        # refused or failed before its first checkpoint: nothing of this attempt is kept, and a
+        # replaced run comes back as it was
+        if not args.resume and not (run_dir / CHECKPOINT).exists():
+            if not existed:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                (run_dir / REPLACED).mkdir(exist_ok=True)
+                settle_replace(run_dir, keep_new=False)
+        else:
+            started = True
         raise
     finally:
+        if started and not args.resume:
+            settle_replace(run_dir, keep_new=True)
         lock.release()
     checkpoint = run_dir / CHECKPOINT
     print(f"logs: {run_dir / 'metrics.jsonl'}" + (f"  checkpoint: {checkpoint}" if checkpoint.is_file() else ""))

@@ -88,7 +88,26 @@ def test_wandb_that_cannot_start_is_one_line(chain_config, tmp_path):
     proc = run_cli("train", chain_config("dqn", steps=200), "wandb.enabled=true", "wandb.mode=online",
                    "--out", tmp_path / "r", env_extra={"WANDB_MODE": "online", "HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path),
                               "WANDB_BASE_URL": "http://127.0.0.1:9"})
-    assert_one_line_error(proc, "W&B did not start", "rerun with --replace")
+    assert_one_line_error(proc, "W&B did not start", "nothing was trained or changed")
+    assert not (tmp_path / "r").exists()   # a refused new run leaves no directory behind
     run_cli("train", chain_config("dqn", steps=200), "wandb.enabled=true", "wandb.mode=offline", "--replace",
             "--out", tmp_path / "r", check=True)
     assert (tmp_path / "r" / "summary.json").is_file()
+
+
+def test_a_refused_replace_deletes_nothing_and_replace_keeps_the_users_files(chain_config, tmp_path):
+    from conftest import assert_one_line_error, files
+    run = tmp_path / "r"
+    run_cli("train", chain_config("dqn", steps=200), "--out", run, check=True)
+    (run / "analysis.md").write_text("my notes")
+    before = files(run)
+    proc = run_cli("train", chain_config("dqn", steps=200), "wandb.enabled=true", "wandb.mode=online", "--replace",
+                   "--out", run, env_extra={"WANDB_MODE": "online", "HOME": str(tmp_path),
+                                            "WANDB_CONFIG_DIR": str(tmp_path), "WANDB_BASE_URL": "http://127.0.0.1:9"})
+    assert_one_line_error(proc, "W&B did not start")
+    assert files(run) == before and sorted(p.name for p in run.iterdir()) == sorted(
+        {p.parts[0] for p in before} | {".lock"})
+    proc = run_cli("train", chain_config("dqn", steps=200), "optim.lr=0.002", "--replace", "--out", run, check=True)
+    assert "kept what rlsmooth did not write" in proc.stdout and "analysis.md" in proc.stdout
+    assert (run / "analysis.md").read_text() == "my notes" and not (run / ".replaced").exists()
+    assert "lr: 0.002" in (run / "config.yaml").read_text()

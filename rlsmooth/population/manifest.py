@@ -12,7 +12,7 @@ from rlsmooth.config.yaml_files import apply_overrides, load_yaml
 from rlsmooth.errors import ConfigError, UserError, one_line
 from rlsmooth.files import atomic_write_text, read_text
 from rlsmooth.population.loop import train_population
-from rlsmooth.training.rundir import (CHECKPOINT, finished_reason, lock_existing, prepare_new, read_config,
+from rlsmooth.training.rundir import (CHECKPOINT, finished_reason, lock_existing, prepare_new, read_config, settle_replace,
                                       read_summary)
 
 MANIFEST = "population.json"
@@ -54,6 +54,7 @@ def run_manifest(path: Path) -> tuple[list, list[str]]:
                 else:
                     cfg = load_train_config(apply_overrides(load_yaml(entry["base"]), list(entry.get("overrides", []))))
                     lock, resumed = prepare_new(run_dir, replace=bool(entry.get("replace"))), False
+                    settle_replace(run_dir, keep_new=True)   # a restarted cell: its old files go
             except UserError as exc:
                 notes.append(f"failed: {run_dir}: {one_line(exc)}")
                 continue

@@ -140,7 +140,7 @@ def run_dir_sinks(run_dir: Path, start_step: int, wandb=None, config: dict | Non
         except ConfigError as exc:
             for sink in sinks:
                 sink.close()
-            again = " (nothing was trained: rerun with --replace)" if start_step == 0 else " (--resume goes on)"
+            again = " (nothing was trained or changed)" if start_step == 0 else " (--resume goes on)"
             raise ConfigError(f"{exc}{again}") from None
     return sinks
 

@@ -35,6 +35,7 @@ class RunLock:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK_FILE
         self._fd: int | None = None
+        self.kept: list[str] = []    # a --replace's files that rlsmooth did not write, left where they were
 
     def acquire(self) -> "RunLock":
         try:
@@ -107,6 +108,37 @@ def in_use(run_dir: Path) -> bool:
     return False
 
 
+REPLACED = ".replaced"
+"""Where ``--replace`` keeps the old run's files until the new run has started (then they go)."""
+
+
+def written_by_rlsmooth(path: Path) -> bool:
+    """A file or folder of a run directory that rlsmooth writes (what ``--replace`` may delete)."""
+    return (path.name in (CONFIG_FILE, "metrics.jsonl", SUMMARY_FILE, CHECKPOINT.parent.name, "wandb_run_id", "wandb",
+                          REPLACED) or path.name.startswith("events.out.tfevents.") or _leftover(path))
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def settle_replace(run_dir: Path, keep_new: bool) -> None:
+    """After a ``--replace`` start: ``keep_new`` drops the old run's files; otherwise the new attempt's
+    files go and the old run's come back, as they were."""
+    staged = run_dir / REPLACED
+    if not staged.is_dir():
+        return
+    if keep_new:
+        shutil.rmtree(staged, ignore_errors=True)
+        return
+    for path in run_dir.iterdir():
+        if path.name != REPLACED and path.name not in SIDECAR_FILES and written_by_rlsmooth(path):
+            _remove(path)
+    for path in staged.iterdir():
+        path.rename(run_dir / path.name)
+    staged.rmdir()
+
+
 def prepare_new(run_dir: Path, replace: bool) -> RunLock:
     """Lock ``run_dir`` and make sure it is empty; an existing run is refused unless ``replace`` wipes it.
 
@@ -121,9 +153,19 @@ def prepare_new(run_dir: Path, replace: bool) -> RunLock:
     lock = RunLock(run_dir).acquire()
     try:
         _refuse_unless_free(run_dir, replace)
-        for path in run_dir.iterdir():
-            if path.name not in SIDECAR_FILES and (replace or _leftover(path)):
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        staged = run_dir / REPLACED
+        if staged.exists():   # an earlier --replace that never settled: its files are the old run's
+            _remove(staged)
+        lock.kept = sorted(p.name for p in run_dir.iterdir() if p.name not in SIDECAR_FILES
+                           and not written_by_rlsmooth(p)) if replace else []
+        for path in list(run_dir.iterdir()):
+            if path.name in SIDECAR_FILES:
+                continue
+            if replace and written_by_rlsmooth(path) and not _leftover(path):
+                staged.mkdir(exist_ok=True)
+                path.rename(staged / path.name)   # deleted once the new run has started, restored otherwise
+            elif _leftover(path):
+                _remove(path)
     except BaseException:
         lock.release()
         raise
