@@ -23,10 +23,13 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS, []) and "%(default)" not in text \
-                and action.option_strings:
-            text += " (default: %(default)s)"
-        return text
+        if not action.option_strings or action.default is argparse.SUPPRESS or "default" in text:
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return text + " (default: off)"
+        if action.default in (None, []):
+            return text + " (default: none)"
+        return text + " (default: %(default)s)"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -286,9 +289,11 @@ def _add_population(sub) -> None:
 
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", formatter_class=DefaultsFormatter, help="evaluate a saved agent")
-    p.add_argument("run_dir")
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("run_dir", help="a run directory (its config.yaml and checkpoints/latest.pt)")
+    p.add_argument("--episodes", type=int, default=10,
+                   help="whole episodes to play, shared over the evaluation envs as equal quotas")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the policy runs (auto: CUDA when PyTorch finds it)")
     p.add_argument("--greedy", action="store_true", help="greedy policy (epsilon 0 / argmax of pi)")
     p.add_argument("--video", metavar="DIR", help="play the episodes one env at a time and write each as "
                    "DIR/episode_<i>.mp4 (Atari in full colour, MinAtar's grid; needs the video extra)")
@@ -298,7 +303,8 @@ def _add_eval(sub) -> None:
 def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", formatter_class=DefaultsFormatter, help="run games x seeds x variants, one run directory per cell")
     p.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
-    p.add_argument("--backend", default="local", choices=["local", "ray"])
+    p.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="local: subprocesses on this machine; ray: Ray tasks on a cluster or a local Ray")
     p.add_argument("--workers", type=int, default=1, help="local backend: runs at a time")
     p.add_argument("--address", default=None, help="ray backend: cluster address (default: start a local Ray)")
     p.add_argument("--out", default=None, help="sweep directory (default: the sweep file's 'out')")
@@ -335,10 +341,11 @@ def _add_compare(sub) -> None:
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", formatter_class=DefaultsFormatter, help="agent steps/s of the loops and their parts")
     p.add_argument("--agent", default="all", help="an agent of the agent table, or all")
-    p.add_argument("--suite", default="atari", choices=["atari", "minatar", "test"])
-    p.add_argument("--game", default=None)
-    p.add_argument("--num-envs", type=int, default=8)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--suite", default="atari", choices=["atari", "minatar", "test"], help="the env suite measured")
+    p.add_argument("--game", default=None, help="the game (default: breakout on atari and minatar, chain on test)")
+    p.add_argument("--num-envs", type=int, default=8, help="training envs stepped together")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the networks run (auto: CUDA when PyTorch finds it)")
     p.add_argument("--steps", type=int, default=2000, help="agent steps timed per measurement")
     p.add_argument("--spectral", default="auto",
                    help="also time the loop with SN on these layers (comma list; auto = the penultimate layer; none)")
@@ -358,6 +365,12 @@ def _add_bench(sub) -> None:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="rlsmooth", description=__doc__.splitlines()[0])
+    from importlib import metadata
+    try:
+        version = metadata.version("rlsmooth")
+    except metadata.PackageNotFoundError:
+        version = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"rlsmooth {version}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     _add_train(sub)
     _add_population(sub)

@@ -29,6 +29,12 @@ def read_text(path: str | Path, what: str = "file") -> str:
         raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)   # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Replace ``path`` with what ``write(file)`` writes, or leave it as it was.
 
@@ -42,6 +48,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     except OSError as exc:
         raise UserError(f"cannot write {path}: {write_failure(exc, path.parent)}") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600: give it the mode a plain write would have
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -43,3 +43,19 @@ def test_write_failures_say_what_to_do(tmp_path):
     assert "bytes free on that file system" in write_failure(OSError(errno.ENOSPC, "x"), tmp_path)
     assert write_failure(RuntimeError("boom"), tmp_path) == "boom"   # plenty of space: the error's own words
     assert write_failure(OSError(errno.EIO, "Input/output error"), Path(tmp_path)) == "Input/output error"
+
+
+def test_atomic_writes_get_the_mode_a_plain_write_would(tmp_path):
+    import os
+    import stat
+    from rlsmooth.files import atomic_write_text
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        (tmp_path / "b.txt").write_text("x")
+        assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o644
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "c.txt", "x")
+        assert stat.S_IMODE((tmp_path / "c.txt").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
