@@ -43,3 +43,34 @@ def test_input_gradient_norm_of_a_linear_q_function():
     net.features = lambda x: x
     out = diagnostics(net, lambda n, x: n(x), np.ones((3, 4), np.float32), torch.device("cpu"))
     assert out["diagnostics/lipschitz_max"] == pytest.approx(5.0)
+
+
+class _Lengths:
+    """Env i's episodes last 2 + 3 i steps and score their length: short episodes score low."""
+
+    def __init__(self, n):
+        from types import SimpleNamespace
+        self.num_envs, self.obs_shape, self.obs_dtype = n, (1,), np.float32
+        self.t = np.zeros(n, np.int64)
+        self.ns = SimpleNamespace
+
+    def reset(self):
+        return np.zeros((self.num_envs, 1), np.float32)
+
+    def step(self, actions):
+        self.t += 1
+        end = self.t >= 2 + 3 * np.arange(self.num_envs)
+        reward = np.where(end, (2 + 3 * np.arange(self.num_envs)).astype(float), 0.0)
+        self.t[end] = 0
+        return self.ns(obs=self.reset(), raw_reward=reward, episode_end=end)
+
+
+def test_a_number_of_episodes_is_shared_as_quotas_not_the_first_to_end():
+    from rlsmooth.training.evaluation import evaluate
+    env = _Lengths(4)
+    result = evaluate(env, lambda obs: np.zeros(len(obs), np.int64), steps=10_000, episodes=8, keep_states=0)
+    # two episodes from each env, whatever their lengths: the mean is the envs' mean, not the short ones'
+    assert len(result.returns) == 8 and sorted(result.returns) == [2, 2, 5, 5, 8, 8, 11, 11]
+    assert np.mean(result.returns) == np.mean([2, 5, 8, 11])
+    odd = evaluate(_Lengths(4), lambda obs: np.zeros(len(obs), np.int64), steps=10_000, episodes=6, keep_states=0)
+    assert sorted(odd.returns) == [2, 5, 8, 8, 11, 11]   # quotas (6 + i) // 4 = 1, 1, 2, 2

@@ -19,11 +19,15 @@ class EvalResult(NamedTuple):
 
 def evaluate(env: VecEnv, policy: Callable[[np.ndarray], np.ndarray], steps: int, episodes: int = 0,
              keep_states: int = 256, progress: bool = False) -> EvalResult:
-    """Run ``policy`` for ``steps`` agent steps (or until ``episodes`` episodes finished, if > 0).
+    """Run ``policy`` for ``steps`` agent steps, or until ``episodes`` (> 0) whole episodes are counted.
 
-    Episodes still running at the end are not counted, so every return is a whole episode.
-    ``progress`` shows a bar that is cleared when the phase ends.
+    Episodes still running at the end are not counted, so every return is a whole episode.  With
+    ``episodes``, env ``i`` of N contributes exactly ``(episodes + i) // N`` of them: counting the
+    first episodes to end across the envs would favour short episodes (in Pong, the games lost
+    fastest).  ``progress`` shows a bar that is cleared when the phase ends.
     """
+    quota = np.array([(episodes + i) // env.num_envs for i in range(env.num_envs)]) if episodes else None
+    counted = np.zeros(env.num_envs, np.int64)
     bar = tqdm(total=episodes or steps, unit="episode" if episodes else "step", desc="evaluating", leave=False,
                disable=not progress)
     obs = env.reset()
@@ -35,23 +39,23 @@ def evaluate(env: VecEnv, policy: Callable[[np.ndarray], np.ndarray], steps: int
     taken = 0
     states: list[np.ndarray] = []
     every = max(1, steps // max(keep_states, 1))
-    while taken < limit and not (episodes and len(returns) >= episodes):
+    while taken < limit and not (episodes and (counted >= quota).all()):
         if keep_states and (taken // env.num_envs) % max(1, every // env.num_envs) == 0 and len(states) < keep_states:
             states.append(obs[: keep_states - len(states)].copy())
         step = env.step(policy(obs))
         running += step.raw_reward
         length += 1
         for i in np.flatnonzero(step.episode_end):
-            returns.append(float(running[i]))
-            lengths.append(int(length[i]))
+            if quota is None or counted[i] < quota[i]:
+                returns.append(float(running[i]))
+                lengths.append(int(length[i]))
+                counted[i] += 1
             running[i] = 0.0
             length[i] = 0
         obs = step.obs
         taken += env.num_envs
-        bar.update(len(np.flatnonzero(step.episode_end)) if episodes else env.num_envs)
+        bar.update(int(counted.sum()) - bar.n if episodes else env.num_envs)
     bar.close()
-    if episodes:
-        returns, lengths = returns[:episodes], lengths[:episodes]
     kept = np.concatenate(states) if states else np.zeros((0, *env.obs_shape), env.obs_dtype)
     return EvalResult(returns, lengths, kept)
 
