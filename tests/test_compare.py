@@ -231,3 +231,28 @@ def test_a_variant_is_what_its_runs_changed_never_merged_into_baseline(tmp_path)
         config["loop"] = {"total_steps": steps, "log_every": 10 * steps}
         (d / "config.yaml").write_text(yaml.safe_dump(config))
     assert set(compare([tmp_path / "v"], tmp_path / "rep3", reps=100)["table"]) == {("pong", "baseline")}
+
+
+@pytest.mark.parametrize("break_it, reason", [
+    (lambda d: (d / "metrics.jsonl").write_text('{"step": 99999999999999999999999, "eval/episode_return": 1.0}\n'),
+     "'step' must be an integer"),
+    (lambda d: (d / "metrics.jsonl").write_text('{"step": 1000, "eval/episode_return": 1.0}\n'
+                                                '{"step": Infinity, "eval/episode_return": 5.0}\n'),
+     "'step' must be an integer"),
+    (lambda d: (d / "config.yaml").write_text((d / "config.yaml").read_text().replace("game: pong", "game: [chain]")),
+     "env.game must be a name"),
+    (lambda d: (d / "config.yaml").write_text(yaml.safe_dump({**yaml.safe_load((d / "config.yaml").read_text()),
+                                                              "meta": {"layers": {"normalised": [1]}}})),
+     "meta.layers must map"),
+])
+def test_hostile_run_files_are_a_marked_row_never_a_traceback_or_a_partial_report(tmp_path, break_it, reason):
+    from conftest import assert_one_line_error, run_cli
+    synthetic_run(tmp_path / "r", "good", "pong", "baseline", 0, [1.0, 2.0])
+    break_it(synthetic_run(tmp_path / "r", "bad", "pong", "baseline", 1, [1.0, 2.0]))
+    proc = run_cli("compare", tmp_path / "r", "--out", tmp_path / "rep", "--reps", "50")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert reason in proc.stdout and reason in (tmp_path / "rep" / "report.md").read_text()
+    alone = tmp_path / "alone"
+    (tmp_path / "r" / "bad").rename(alone)
+    assert_one_line_error(run_cli("compare", alone, "--out", tmp_path / "rep2"), "no usable runs")
+    assert not (tmp_path / "rep2").exists()

@@ -143,13 +143,14 @@ def _records(path: Path) -> list[dict]:
             continue
         try:
             record = json.loads(line)
-            step = record["step"]
-            if isinstance(step, bool) or not isinstance(step, int):
-                raise TypeError
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except json.JSONDecodeError:
             if number == len(lines):   # a run still being written may end in a partial line
                 break
             raise ValueError(f"malformed metrics.jsonl line {number}") from None
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 2**63:
+            raise ValueError(f"metrics.jsonl line {number}: 'step' must be an integer number of agent steps in "
+                             f"[0, 2^63), got {str(step)[:40]}")
         records.append(record)
     return records
 
@@ -169,9 +170,21 @@ def load_run(path: Path) -> Run:
     try:
         config = yaml.safe_load((path / "config.yaml").read_text())
         env = config["env"]
-        agent, suite, game, seed = config["agent"], env["suite"], env["game"], int(config.get("seed", 0))
+        agent, suite, game, seed = config["agent"], env["suite"], env["game"], config.get("seed", 0)
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"unreadable config.yaml ({type(exc).__name__})") from None
+    for key, value in (("agent", agent), ("env.suite", suite), ("env.game", game)):
+        if not isinstance(value, str):
+            raise ValueError(f"config.yaml: {key} must be a name, got {str(value)[:40]}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"config.yaml: seed must be an integer, got {str(seed)[:40]}")
+    layers = (config.get("meta") or {}).get("layers") if isinstance(config.get("meta"), dict) else None
+    if layers is not None and (not isinstance(layers, dict) or not all(
+            isinstance(v, list) and all(isinstance(n, str) for n in v) for v in layers.values())):
+        raise ValueError("config.yaml: meta.layers must map normalised / tracked / rho_layers to lists of layer names")
+    for section in ("spectral", "optim"):
+        if config.get(section) is not None and not isinstance(config[section], dict):
+            raise ValueError(f"config.yaml: {section} must be a mapping")
     if not (path / "metrics.jsonl").is_file():
         raise ValueError("no metrics.jsonl")
     records = _records(path / "metrics.jsonl")
