@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import assert_one_line_error, files, run_cli
+from conftest import ROOT, assert_one_line_error, files, run_cli
 from rlsmooth.errors import one_line
 
 BOMB = "\n".join(["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
@@ -109,3 +109,39 @@ def test_read_only_file_system_is_named(chain_config, small_disk):
         assert files(out) == before
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+
+
+def test_videos_onto_a_read_only_or_full_disk_are_one_line_and_leave_nothing(small_disk, capfd):
+    pytest.importorskip("minatar")
+    pytest.importorskip("imageio_ffmpeg")
+    import numpy as np
+    from rlsmooth.agents.preflight import load_train_config
+    from rlsmooth.config.yaml_files import load_yaml
+    from rlsmooth.errors import UserError
+    from rlsmooth.experiments import video
+    from rlsmooth.pieces.seeding import EVAL_CLI, SeedStreams
+    cfg = load_train_config(load_yaml(ROOT / "configs" / "minatar_dqn.yaml"))
+    seeds = SeedStreams(0).env_seeds(EVAL_CLI, 2)
+    policy = lambda env: lambda obs: np.zeros(1, np.int64)   # noqa: E731
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        with pytest.raises(UserError, match="Read-only file system") as err:
+            video.record(cfg, policy, seeds, small_disk)   # the mount point itself
+        assert "\n" not in str(err.value)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    try:   # fill the disk to its last block
+        with open(small_disk / "filler", "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+    except OSError:
+        pass
+    with pytest.raises(UserError, match="nothing was kept") as err:
+        video.record(cfg, policy, seeds, small_disk / "v")
+    assert "\n" not in str(err.value) and not (small_disk / "v").exists()
+    assert "ffmpeg" not in capfd.readouterr().err.lower()
+    (small_disk / "filler").unlink()
+    episodes = video.record(cfg, policy, seeds, small_disk / "v")   # the retry: nothing in the way
+    assert [e.path.name for e in episodes] == ["episode_0.mp4", "episode_1.mp4"]
+    assert sorted(p.name for p in (small_disk / "v").iterdir()) == ["episode_0.mp4", "episode_1.mp4"]

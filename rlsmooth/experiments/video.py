@@ -12,13 +12,15 @@ and written frame by frame: one frame at the reset and one per agent step.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
 
 from rlsmooth.config.sections import TrainConfig
-from rlsmooth.errors import ConfigError
+from rlsmooth.errors import ConfigError, UserError, one_line
+from rlsmooth.files import write_failure
 from rlsmooth.pieces.envs import VecEnv, ale_options, make_vec_env
 from rlsmooth.pieces.seeding import ale_seed
 
@@ -99,7 +101,8 @@ def play(cfg: TrainConfig, env: VecEnv, policy: Callable, seed: np.ndarray) -> t
 def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
     import imageio.v2 as imageio
     # macro_block_size=1 keeps the frame size (210 is not a multiple of 16); both sides are even, as H.264 needs
-    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, quality=8) as writer:
+    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, quality=8,
+                            ffmpeg_log_level="quiet") as writer:
         for frame in frames:
             writer.append_data(frame)
 
@@ -109,14 +112,35 @@ def record(cfg: TrainConfig, make_policy: Callable[[VecEnv], Callable], seeds: l
     """Play one episode per seed and write ``out/episode_<i>.mp4``; Atari at 60 / frame skip frames/s
     (real time), MinAtar at 10."""
     check_video_extra(cfg.env.suite, out)
-    out.mkdir(parents=True, exist_ok=True)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--video {out}: cannot create the directory: {write_failure(exc, out.parent)}") from None
     fps = 60 / cfg.env.frame_skip if cfg.env.suite == "atari" else 10
-    episodes = []
-    for i, seed in enumerate(seeds):
-        env = make_vec_env(cfg.env, [seed], training=False)
-        frames, total = play(cfg, env, make_policy(env), seed)
-        env.close()
-        path = out / f"episode_{i}.mp4"
-        write_mp4(path, frames, fps)
-        episodes.append(Episode(path, total, len(frames) - 1, frames[0].shape))
+    episodes: list[Episode] = []
+    written: list[Path] = []
+    try:
+        for i, seed in enumerate(seeds):
+            env = make_vec_env(cfg.env, [seed], training=False)
+            frames, total = play(cfg, env, make_policy(env), seed)
+            env.close()
+            path = out / f"episode_{i}.mp4"
+            partial = out / f".episode_{i}.mp4.partial.mp4"   # renamed once whole: no half-written episode_<i>.mp4
+            written.append(partial)
+            partial.open("wb").close()   # a read-only or full disk says so here, not through ffmpeg's pipe
+            write_mp4(partial, frames, fps)
+            partial.rename(path)
+            written.append(path)
+            episodes.append(Episode(path, total, len(frames) - 1, frames[0].shape))
+    except (OSError, RuntimeError, ValueError) as exc:   # read-only, full disk, ffmpeg's broken pipe
+        for p in written:
+            try:
+                p.unlink(missing_ok=True)
+            except OSError:
+                pass
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        reason = write_failure(exc, out) if isinstance(exc, OSError) else one_line(exc)
+        raise UserError(f"--video {out}: cannot write the videos ({reason}); nothing was kept") from None
     return episodes
