@@ -145,3 +145,25 @@ def test_videos_onto_a_read_only_or_full_disk_are_one_line_and_leave_nothing(sma
     episodes = video.record(cfg, policy, seeds, small_disk / "v")   # the retry: nothing in the way
     assert [e.path.name for e in episodes] == ["episode_0.mp4", "episode_1.mp4"]
     assert sorted(p.name for p in (small_disk / "v").iterdir()) == ["episode_0.mp4", "episode_1.mp4"]
+
+
+def test_names_with_hidden_characters_show_them_and_messages_print_no_escapes(chain_config, tmp_path, capsys):
+    pytest.importorskip("gymnasium")
+    from types import SimpleNamespace
+    from rlsmooth.config.sections import EnvConfig
+    from rlsmooth.errors import ConfigError, one_line
+    from rlsmooth.pieces.gym_env import check_gym_env
+    from rlsmooth.population.loop import Member
+    from rlsmooth.training.logger import Logger
+    with pytest.raises(ConfigError) as err:
+        check_gym_env(EnvConfig(suite="gym", game="CartPole-v1\x1b[0m"))
+    line = one_line(str(err.value))
+    assert "'CartPole-v1\\x1b[0m'" in line and "\x1b" not in line   # not "unknown 'CartPole-v1'; did you mean CartPole-v1"
+    logger = Logger([], 0, 10, progress=False)
+    logger.message("run directory: \x1b[31mred\x1b[0m")
+    logger.close()
+    assert "\x1b" not in capsys.readouterr().err
+    said = []
+    member = SimpleNamespace(run_dir=tmp_path / "m", run=SimpleNamespace(logger=SimpleNamespace(message=said.append)))
+    Member.fail(member, PermissionError(1, "Operation not permitted", str(tmp_path / "m" / "metrics.jsonl")))
+    assert str(tmp_path / "m" / "metrics.jsonl") in member.error and "Operation not permitted" in said[0]

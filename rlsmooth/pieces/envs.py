@@ -34,7 +34,7 @@ TEST_GAMES = ("chain",)
 def _unknown_game(suite: str, game: str, valid: list[str]) -> ConfigError:
     close = difflib.get_close_matches(game, valid, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(valid)}"
-    return ConfigError(f"unknown {suite} game '{game}'{hint}")
+    return ConfigError(f"unknown {suite} game {game!r}{hint}")   # repr: hidden characters show
 
 
 def atari_games() -> list[str]:

@@ -25,7 +25,7 @@ def check_gym_env(cfg: EnvConfig) -> None:
     if cfg.game not in gym.registry:
         close = difflib.get_close_matches(cfg.game, list(gym.registry), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else " (a registered Gymnasium id, e.g. CartPole-v1)"
-        raise ConfigError(f"unknown gym env '{cfg.game}'{hint}")
+        raise ConfigError(f"unknown gym env {cfg.game!r}{hint}")   # repr: an id with hidden characters shows them
 
 
 class GymVecEnv(InProcessStepping, FreshEpisodesOnResume):

@@ -16,7 +16,7 @@ import torch
 from rlsmooth.agents import AGENTS
 from rlsmooth.agents.dqn import ValueRun, evaluator, explore_all, explore_some, linear_epsilon, start_value_run
 from rlsmooth.config.sections import TrainConfig
-from rlsmooth.errors import UserError, one_line
+from rlsmooth.errors import UserError, one_line, os_error_line
 from rlsmooth.pieces.replay import Batch
 from rlsmooth.population.members import check_members, copy_target, sigma_from_solo, stack, to_solo
 from rlsmooth.training.runtime import interrupt_guard
@@ -40,7 +40,7 @@ class Member:
         return self.error is None and self.summary is None
 
     def fail(self, exc: BaseException) -> None:
-        self.error = one_line(exc)
+        self.error = os_error_line(exc) if isinstance(exc, OSError) else one_line(exc)   # OS errors name their path
         self.run.logger.message(f"member {self.run_dir} failed: {self.error}; its directory is left resumable")
 
 
@@ -171,7 +171,7 @@ def train_population(cfgs: list[TrainConfig], run_dirs: list[Path], resume: list
         try:
             members.append(Member(len(members), cfg, run_dir, resumed))
         except (UserError, OSError) as exc:
-            failed.append(Failed(run_dir, one_line(exc)))
+            failed.append(Failed(run_dir, os_error_line(exc) if isinstance(exc, OSError) else one_line(exc)))
     if not members:
         return failed
     population = Population(members)

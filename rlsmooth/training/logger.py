@@ -13,7 +13,7 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from rlsmooth.errors import ConfigError
+from rlsmooth.errors import ConfigError, one_line
 from rlsmooth.files import atomic_write_text, read_text
 
 METRICS_FILE = "metrics.jsonl"
@@ -168,7 +168,7 @@ class Logger:
         self._bar.update(step - self._bar.n)
 
     def message(self, text: str) -> None:
-        self._bar.write(text, file=sys.stderr)
+        self._bar.write(one_line(text), file=sys.stderr)   # no escape sequence of a name reaches the terminal
 
     def close(self) -> None:
         self._bar.close()
