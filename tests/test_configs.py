@@ -140,3 +140,17 @@ def test_paper_size_presets():
     from rlsmooth.experiments.sweep import load_sweep
     sweep = load_sweep(ROOT / "configs" / "sweeps" / "minatar_size_sn.yaml")
     assert len(sweep.cells) == 3 * 4 * 4 * 7
+
+
+def test_the_short_run_warning_names_checkpoint_and_log_periods():
+    from rlsmooth.agents.preflight import load_train_config, long_schedules
+    from rlsmooth.config.yaml_files import apply_overrides, load_yaml
+    cfg = load_train_config(apply_overrides(load_yaml(ROOT / "configs" / "minatar_dqn.yaml"),
+                                            ["loop.total_steps=6000", "loop.log_every=10000"]))
+    long = long_schedules(cfg)
+    assert "loop.checkpoint_every=250_000" in long and "loop.log_every=10_000" in long
+    # the README's short-run recipe outlives none of its own schedules but the ones it names
+    readme = apply_overrides(load_yaml(ROOT / "configs" / "minatar_dqn.yaml"),
+                             ["loop.total_steps=50_000", "algo.epsilon_decay_steps=10_000", "loop.eval_every=10_000",
+                              "loop.eval_steps=5_000", "loop.checkpoint_every=10_000"])
+    assert long_schedules(load_train_config(readme)) == []

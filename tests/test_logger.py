@@ -27,3 +27,22 @@ def test_truncation_keeps_lines_up_to_the_step_and_drops_a_cut_line(tmp_path):
     with pytest.raises(ConfigError, match="line 2 is not a metrics record"):
         truncate_metrics(path, 5)
     assert path.read_text() == '{"step": 1}\n[1, 2]\n{"step": 3}\n'   # left as it was
+
+
+def test_progress_is_plain_lines_off_a_terminal_and_a_late_bar_on_one(capsys):
+    from rlsmooth.training.logger import Logger
+    plain = Logger([], 0, 1000, progress=True, terminal=False, label="run-a")
+    plain.message("run directory: x")
+    plain.progress(100)
+    plain.write(100, {"time/sps": 50.0, "train/episode_return": 1.5})
+    plain.close()
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err
+    assert err.splitlines() == ["run directory: x", "run-a: step 100/1,000 (10%): steps/s 50, ETA 0m18s, train 1.50"]
+    bar = Logger([], 0, 1000, progress=True, terminal=True)
+    bar.message("run directory: y")          # before the bar exists: the opening line comes first
+    assert bar._bar is None
+    bar.progress(10)
+    assert bar._bar is not None
+    bar.close()
+    assert capsys.readouterr().err.startswith("run directory: y")

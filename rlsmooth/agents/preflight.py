@@ -26,7 +26,9 @@ MANY_ENVS = 4096
 # Periods and lengths (agent steps) that a short run can leave unreached: a preset's 125k evaluation
 # period or 250k epsilon decay makes a 20k-step run evaluate never and explore to the end.
 SCHEDULE_KEYS = ("algo.learning_starts", "algo.epsilon_decay_steps", "algo.target_update_every",
-                 "loop.eval_every", "loop.eval_steps")
+                 "loop.eval_every", "loop.eval_steps", "loop.checkpoint_every", "loop.log_every")
+"""Schedules (agent steps) a short run outlives: a checkpoint period past the run means no checkpoint
+until the end, a log period past it one log line."""
 
 
 def load_train_config(data: dict) -> TrainConfig:

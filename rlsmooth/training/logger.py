@@ -145,32 +145,67 @@ def run_dir_sinks(run_dir: Path, start_step: int, wandb=None, config: dict | Non
     return sinks
 
 
-class Logger:
-    """``write(step, metrics)`` to every sink, and a progress bar with the latest returns."""
+def _eta(seconds: float) -> str:
+    seconds = int(max(0.0, seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
-    def __init__(self, sinks: list[Sink], start_step: int, total_steps: int, progress: bool = True):
-        self.sinks = sinks
-        self._bar = tqdm(total=total_steps, initial=start_step, unit="step", disable=not progress,
-                         dynamic_ncols=True, smoothing=0.05)
-        self._shown: dict[str, float] = {}
+
+class Logger:
+    """``write(step, metrics)`` to every sink, and progress on stderr: on a terminal (with
+    ``progress``) a bar, started with the first step so that the run's opening lines come first; to
+    a file or pipe (a sweep cell's log, a redirected run) one plain line per log window instead.
+    Both give the rate of the latest log window (``time/sps``), so warm-up without updates does not
+    inflate it, and the ETA from that rate."""
+
+    def __init__(self, sinks: list[Sink], start_step: int, total_steps: int, progress: bool = True,
+                 terminal: bool | None = None, label: str = ""):
+        self.sinks, self.label = sinks, label   # the label starts each plain line (a population's members share a log)
+        self.total_steps, self._start = total_steps, start_step
+        terminal = sys.stderr.isatty() if terminal is None else terminal
+        self._use_bar = progress and terminal
+        self._plain = not terminal
+        self._bar: tqdm | None = None
+        self._shown: dict[str, str] = {}
+
+    def _ensure_bar(self) -> tqdm | None:
+        if self._use_bar and self._bar is None:
+            self._bar = tqdm(total=self.total_steps, initial=self._start, unit="step", dynamic_ncols=True,
+                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+        return self._bar
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}
         for sink in self.sinks:
             sink.write(step, metrics)
+        if "time/sps" in metrics and metrics["time/sps"] > 0:
+            self._shown["steps/s"] = f"{metrics['time/sps']:.0f}"
+            self._shown["ETA"] = _eta((self.total_steps - step) / metrics["time/sps"])
         for key, short in (("train/episode_return", "train"), ("eval/episode_return", "eval")):
             if key in metrics:
-                self._shown[short] = round(metrics[key], 2)
-        if self._shown:
-            self._bar.set_postfix(self._shown, refresh=False)
+                self._shown[short] = f"{metrics[key]:.2f}"
+        bar = self._ensure_bar()
+        if bar is not None and self._shown:
+            bar.set_postfix(self._shown, refresh=False)
+        if self._plain and "time/sps" in metrics:
+            shown = ", ".join(f"{k} {v}" for k, v in self._shown.items())
+            print(f"{self.label + ': ' if self.label else ''}step {step:,}/{self.total_steps:,} "
+                  f"({100 * step / max(self.total_steps, 1):.0f}%): {shown}",
+                  file=sys.stderr, flush=True)
 
     def progress(self, step: int) -> None:
-        self._bar.update(step - self._bar.n)
+        bar = self._ensure_bar()
+        if bar is not None:
+            bar.update(step - bar.n)
 
     def message(self, text: str) -> None:
-        self._bar.write(one_line(text), file=sys.stderr)   # no escape sequence of a name reaches the terminal
+        line = one_line(text)   # no escape sequence of a name reaches the terminal
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
         for sink in self.sinks:
             sink.close()
