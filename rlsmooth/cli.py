@@ -223,6 +223,10 @@ def cmd_sweep(args) -> int:
     for r in results:
         if not r.is_dir():
             raise ConfigError(f"--results {r}: not a directory")
+    if args.status:
+        from rlsmooth.experiments.sweep import print_status
+        print_status(load_sweep(args.sweep, args.out, args.set), results)
+        return 0
     cells = run_sweep(load_sweep(args.sweep, args.out, args.set), args.backend, args.workers, args.dry_run,
                       args.address, population=args.population, deadline=deadline, results=results)
     return 1 if any(c.state.startswith("failed") for c in cells) else 0
@@ -309,6 +313,9 @@ def _add_sweep(sub) -> None:
     p.add_argument("--address", default=None, help="ray backend: cluster address (default: start a local Ray)")
     p.add_argument("--out", default=None, help="sweep directory (default: the sweep file's 'out')")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
+    p.add_argument("--status", action="store_true",
+                   help="the table of a running or finished sweep from its directory: state, step, last evaluation, "
+                        "ETA; runs nothing")
     p.add_argument("--population", type=int, default=0, metavar="K",
                    help="train cells that can share a process (seeds and variants of one value agent and network) "
                         "in populations of up to K (0: one process per cell)")

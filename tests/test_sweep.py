@@ -250,6 +250,8 @@ def test_cells_finished_in_a_results_directory_are_skipped(tmp_path, chain_confi
     results = tmp_path / "results"
     results.mkdir()
     shutil.move(str(out / "variant=sn_fc__seed=1"), str(results / "variant=sn_fc__seed=1"))
+    status = run_cli("sweep", sweep, "--status", "--results", results, check=True).stdout.splitlines()
+    assert len(status) == 5 and all(" finished " in line and "200/200" in line for line in status[1:]), status
     proc = run_cli("sweep", sweep, "--results", results, check=True)
     assert table_states(proc.stdout)["variant=sn_fc__seed=1"] == "finished (results)"
     assert "] started " not in proc.stdout and not (out / "variant=sn_fc__seed=1").exists()

@@ -245,6 +245,27 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: b
     return sweep.cells
 
 
+def print_status(sweep: Sweep, results: list[Path] = ()) -> list[Cell]:
+    """``--status``: every cell's state, step, last evaluation and ETA, read from the run directories
+    (a sweep running in another process, or one that has ended)."""
+    from rlsmooth.experiments.schedule import format_seconds, progress
+    width = max(len(c.name) for c in sweep.cells)
+    print(f"{'cell':{width}s}  {'state':18s}  {'step':>17s}  {'last eval':>9s}  ETA")
+    for cell in sweep.cells:
+        run_dir = next((Path(r) / cell.name for r in results if cell_state(Path(r) / cell.name) == "finished"),
+                       cell.run_dir)
+        state = cell_state(run_dir)
+        state = {"running": "running", "resume": "stopped (resumable)", "restart": "failed / partial"}.get(state, state)
+        step, rate = progress(run_dir)
+        ret = final_eval_return(run_dir)
+        eta = format_seconds((cell.total_steps - step) / rate) if state == "running" and rate else "-"
+        if summary_says_diverged(run_dir):
+            state = "diverged"
+        print(f"{cell.name:{width}s}  {state:18s}  {f'{step:,}/{cell.total_steps:,}':>17s}  "
+              f"{'-' if ret is None else f'{ret:.2f}':>9s}  {eta}")
+    return sweep.cells
+
+
 def print_plan(sweep: Sweep, todo: list[Cell], population: int) -> None:
     """``--dry-run``: every cell's state, and the processes the cells to run would be packed into."""
     for cell in sweep.cells:
