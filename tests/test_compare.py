@@ -256,3 +256,31 @@ def test_hostile_run_files_are_a_marked_row_never_a_traceback_or_a_partial_repor
     (tmp_path / "r" / "bad").rename(alone)
     assert_one_line_error(run_cli("compare", alone, "--out", tmp_path / "rep2"), "no usable runs")
     assert not (tmp_path / "rep2").exists()
+
+
+def test_treatment_axes_are_compared_with_the_baseline_and_condition_axes_within(tmp_path):
+    rng = np.random.default_rng(0)
+    for lr in ("1e-3", "1e-4"):
+        for variant, opt in (("baseline", "baseline"), ("sn_fc", "baseline"), ("baseline", "eps8")):
+            for seed in range(3):
+                d = synthetic_run(tmp_path / "r", f"{lr}-{variant}-{opt}-{seed}", "asterix", variant, seed,
+                                  list(rng.uniform(0, 10, size=3)), suite="minatar",
+                                  optim={"name": "adam", "lr": float(lr), "eps": 1e-8 if opt == "eps8" else 1e-4})
+                (d / "sweep_cell.json").write_text(json.dumps({"variant": variant, "opt": opt, "lr": lr, "seed": seed,
+                                                               "_treatments": ["opt"]}))
+    result = compare([tmp_path / "r"], tmp_path / "rep", reps=100)
+    assert {v for _, v in result["table"]} == {"baseline lr=1e-3", "sn_fc lr=1e-3", "opt=eps8 lr=1e-3",
+                                               "baseline lr=1e-4", "sn_fc lr=1e-4", "opt=eps8 lr=1e-4"}
+    # the optimiser change is a treatment: compared with the baseline at each learning rate
+    assert set(result["improvement"]) == {"sn_fc lr=1e-3", "opt=eps8 lr=1e-3", "sn_fc lr=1e-4", "opt=eps8 lr=1e-4"}
+
+
+def test_a_sweep_names_its_treatment_axes(tmp_path, chain_config):
+    from rlsmooth.experiments.sweep import load_sweep
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": str(chain_config()), "treatments": ["opt"],
+                                    "axes": {"opt": {"baseline": {}, "eps8": {"optim.eps": 1e-8}}, "seed": [0]}}))
+    assert load_sweep(path).cells[0].axes["_treatments"] == ["opt"]
+    path.write_text(yaml.safe_dump({"base": str(chain_config()), "treatments": ["seed"], "axes": {"seed": [0]}}))
+    with pytest.raises(Exception, match="'treatments' lists axes"):
+        load_sweep(path)

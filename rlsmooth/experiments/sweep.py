@@ -80,9 +80,10 @@ def load_sweep(path: str | Path, out: str | None = None, extra: list[str] = ()) 
     spec = parse_yaml(read_text(path, "sweep file"), path) or {}
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: a sweep is a mapping with base, axes, set, out, resources")
-    unknown = sorted(set(spec) - {"base", "axes", "set", "out", "resources", "order"})
+    unknown = sorted(set(spec) - {"base", "axes", "set", "out", "resources", "order", "treatments"})
     if unknown:
-        raise ConfigError(f"{path}: unknown sweep key '{unknown[0]}' (valid: axes, base, order, out, resources, set)")
+        raise ConfigError(f"{path}: unknown sweep key '{unknown[0]}' (valid: axes, base, order, out, resources, set, "
+                          f"treatments)")
     if "base" not in spec:
         raise ConfigError(f"{path}: a sweep needs 'base: CONFIG.yaml'")
     base = (path.parent / spec["base"]).resolve()
@@ -131,6 +132,13 @@ def load_sweep(path: str | Path, out: str | None = None, extra: list[str] = ()) 
         resolved[key] = cell
         cell.shared = shared_key(cfg)
         cell.total_steps = cfg.loop.total_steps
+    treatments = spec.get("treatments") or []
+    if not isinstance(treatments, list) or any(t not in names or t in ("game", "seed") for t in treatments):
+        raise ConfigError(f"{path}: 'treatments' lists axes compared with the baseline (not game or seed), each one "
+                          f"of: {', '.join(n for n in names if n not in ('game', 'seed'))}")
+    for cell in cells:
+        if treatments:
+            cell.axes["_treatments"] = list(treatments)
     order = spec.get("order") or []
     if not isinstance(order, list) or any(axis not in names for axis in order):
         raise ConfigError(f"{path}: 'order' lists axes (outermost first), each one of: {', '.join(names)}")
@@ -287,7 +295,7 @@ def job_name(group: list[Cell]) -> str:
     if len(group) == 1:
         return group[0].name
     shared = [f"{axis}={value}" for axis, value in group[0].axes.items()
-              if all(str(c.axes[axis]) == str(value) for c in group)]
+              if not axis.startswith("_") and all(str(c.axes[axis]) == str(value) for c in group)]
     return "__".join(shared + [f"pop{len(group)}"]).replace("/", "_")
 
 

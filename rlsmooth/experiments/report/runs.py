@@ -105,8 +105,26 @@ def split_variants(runs: list[Run]) -> None:
                                           for k in differ])
 
 
+def treatment_axes(axes: dict | None) -> list[str]:
+    """The sweep axes its file names as treatments (compared with the baseline), besides ``variant``."""
+    named = (axes or {}).get("_treatments") or []
+    return [a for a in named if isinstance(a, str)]
+
+
 def extra_label(axes: dict | None) -> str:
-    return " ".join(f"{k}={v}" for k, v in (axes or {}).items() if k not in CORE_AXES and not k.startswith("_"))
+    """The condition axes (compared within: a learning rate, a network size), as ``axis=value``."""
+    treated = set(treatment_axes(axes))
+    return " ".join(f"{k}={v}" for k, v in (axes or {}).items()
+                    if k not in CORE_AXES and not k.startswith("_") and k not in treated)
+
+
+def treated_label(label: str, axes: dict | None, baseline: str = "baseline") -> str:
+    """The variant label with its treatment axes' values joined on (a value named ``baseline`` is the
+    baseline's own and adds nothing): ``baseline`` + opt=adam_eps reads ``opt=adam_eps``."""
+    parts = [f"{a}={axes[a]}" for a in treatment_axes(axes) if a in axes and str(axes[a]) != baseline]
+    if not parts:
+        return label
+    return "+".join(([] if label == baseline else [label]) + parts)
 
 
 def variant_label(config: dict, axes: dict | None = None) -> str:
@@ -206,7 +224,7 @@ def load_run(path: Path) -> Run:
     summary = _read_json(path / "summary.json", "summary.json") if (path / "summary.json").is_file() else None
     diverged = bool(summary and summary.get("diverged"))
     # a sweep's own name for what a cell changes is the variant; else what its SN / rho settings say
-    label = str(axes["variant"]) if "variant" in axes else core_label(config)
+    label = treated_label(str(axes["variant"]) if "variant" in axes else core_label(config), axes)
     return Run(path, agent, suite, game, seed, label, extra_label(axes), summary is not None, diverged,
                bool(summary and summary.get("stopped_at_return") is not None), max(r["step"] for r in records), curve, sigmas,
                frames_per_step(config), len(evals) - len(curve), settings=identity_settings(config),
