@@ -232,6 +232,17 @@ def cmd_sweep(args) -> int:
     return 1 if any(c.state.startswith("failed") for c in cells) else 0
 
 
+def cmd_config(args) -> int:
+    """Print a resolved config: every key with its value, default and docstring (units)."""
+    from rlsmooth.agents.preflight import load_train_config
+    from rlsmooth.config.coerce import describe_config
+    from rlsmooth.config.yaml_files import apply_overrides, load_yaml
+    cfg = load_train_config(apply_overrides(load_yaml(args.config), args.overrides))
+    print(f"# {args.config} resolved ({cfg.agent}); '(default: X)' where the value is not the dataclass default")
+    print("\n".join(describe_config(cfg)))
+    return 0
+
+
 def cmd_compare(args) -> int:
     from rlsmooth.experiments.report import compare
     if args.reps < 1:
@@ -332,6 +343,14 @@ def _add_sweep(sub) -> None:
     p.set_defaults(func=cmd_sweep)
 
 
+def _add_config(sub) -> None:
+    p = sub.add_parser("config", formatter_class=DefaultsFormatter,
+                       help="print a resolved config: every key, its value, default, unit and meaning")
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, as train takes them")
+    p.set_defaults(func=cmd_config)
+
+
 def _add_compare(sub) -> None:
     p = sub.add_parser("compare", formatter_class=DefaultsFormatter, help="tables, aggregates and plots from run or sweep directories")
     p.add_argument("dirs", nargs="+", help="run directories or sweep directories (searched recursively)")
@@ -384,6 +403,7 @@ def build_parser() -> ArgumentParser:
     _add_eval(sub)
     _add_sweep(sub)
     _add_compare(sub)
+    _add_config(sub)
     _add_bench(sub)
     return parser
 

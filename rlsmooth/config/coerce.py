@@ -136,3 +136,49 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
 
 def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string literal after it in the class body), own and inherited."""
+    import ast
+    import inspect
+    import textwrap
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        except (OSError, TypeError, IndexError):
+            continue
+        for node, after in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def describe_config(cfg: Any) -> list[str]:
+    """Every key of a resolved config: its value, the dataclass default where the value differs, and
+    its docstring (meaning and units), section by section."""
+    lines: list[str] = []
+
+    def walk(obj: Any, prefix: str) -> None:
+        docs = field_docs(type(obj))
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                lines.append(f"{prefix}{f.name}:   # {type(value).__name__}")
+                walk(value, f"{prefix}{f.name}.")
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = dataclasses.MISSING
+            changed = "" if default is dataclasses.MISSING or default == value else f" (default: {default!r})"
+            doc = docs.get(f.name, "")
+            lines.append(f"  {prefix}{f.name} = {value!r}{changed}" + (f"   # {doc}" if doc else ""))
+    walk(cfg, "")
+    return lines
