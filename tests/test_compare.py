@@ -137,7 +137,7 @@ def test_non_finite_evaluations_and_steps_are_marked_not_averaged(tmp_path):
     n, mean, lo, hi = result["table"][("pong", "baseline")]
     assert n == 2 and mean == pytest.approx(4.0) and math.isfinite(lo)
     text = (tmp_path / "rep" / "report.md").read_text()
-    assert "non-finite return were left out" in text and "malformed metrics.jsonl line 1" in text
+    assert "non-finite return were left out" in text and "line 1: 'step' must be an integer" in text
 
 
 def test_distinct_seeds_are_counted_and_repeats_flagged(tmp_path):
@@ -284,3 +284,13 @@ def test_a_sweep_names_its_treatment_axes(tmp_path, chain_config):
     path.write_text(yaml.safe_dump({"base": str(chain_config()), "treatments": ["seed"], "axes": {"seed": [0]}}))
     with pytest.raises(Exception, match="'treatments' lists axes"):
         load_sweep(path)
+
+
+def test_intervals_from_few_seeds_are_marked_and_a_missing_heat_map_is_explained(tmp_path):
+    for seed in (0, 1):
+        synthetic_run(tmp_path / "r", f"b{seed}", "pong", "baseline", seed, [1.0, 1.0 + seed])
+        synthetic_run(tmp_path / "r", f"s{seed}", "pong", "sn_fc", seed, [5.0, 6.0 + seed])
+    compare([tmp_path / "r"], tmp_path / "rep", reps=100)
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "Unreliable intervals (marked †):** 2 seeds per cell" in text and "[1.00, 1.00]†" in text
+    assert "No heat map:" in text

@@ -123,6 +123,10 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
     if not atari and all(r.suite != "atari" for r in runs):
         lines += ["No human-normalised aggregates: human reference scores exist for Atari games only.", ""]
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
+    if len(extras) < 2:
+        lines += ["No heat map: it draws a sweep axis besides game, seed and variant (a learning rate, a network "
+                  "size) against the variants, and these runs have " + ("none" if extras == [""] else "one value of it")
+                  + ".", ""]
     lines += tables.runs_section(runs, out, skipped)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print(f"report: {out / 'report.md'} ({len(runs)} runs, {len(skipped)} skipped)")

@@ -117,6 +117,8 @@ def plot_heatmap(table: dict, rows: list[str], cores: list[str], extras: list[st
             for j in range(len(extras)):
                 if not np.isnan(grid[i, j]):
                     ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=7, color="white")
+                else:
+                    ax.text(j, i, "no runs", ha="center", va="center", fontsize=6, color="grey")
         ax.set_xticks(range(len(extras)), [e.split("=", 1)[-1] for e in extras], fontsize=7, rotation=30)
         ax.set_yticks(range(len(cores)), cores, fontsize=7)
         ax.set_xlabel(extras[0].split("=", 1)[0] if "=" in extras[0] else "sweep axis", fontsize=8)

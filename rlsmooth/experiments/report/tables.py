@@ -12,6 +12,8 @@ from rlsmooth.experiments.report.stats import CellStats, Score
 from rlsmooth.pieces.scores import human_normalized
 
 METRIC_NAMES = {"final": "final", "last_n": "last-{n} mean", "auc": "AUC"}
+RELIABLE_SEEDS = 5
+"""Below this many seeds per cell, bootstrap intervals are marked unreliable."""
 
 
 def fmt(x: float | None) -> str:
@@ -98,11 +100,17 @@ def improvement_section(poi: dict[str, dict[str, dict]], reasons: list[str], see
              f"group has (Agarwal et al. 2021), with stratified-bootstrap 95% CIs over {seeds} seed(s) per cell"
              + (" (one seed: no interval)" if seeds < 2 else "") + ". Each group compares variants that share "
              "the values of the sweep's other axes with that group's baseline.", ""]
+    if 2 <= seeds < RELIABLE_SEEDS:
+        lines += [f"**Unreliable intervals (marked †):** {seeds} seeds per cell. A percentile bootstrap resamples "
+                  f"the few scores it has, so its interval is too narrow: with 2 seeds that all beat the baseline's "
+                  f"it reads 1.00 [1.00, 1.00]. Read these intervals as descriptive below {RELIABLE_SEEDS} seeds; the "
+                  f"t-intervals of the per-game table are the wider, honest ones.", ""]
+    mark = "†" if 2 <= seeds < RELIABLE_SEEDS else ""
     if poi:
         lines += [f"| variant | against | P(improves), final [95% CI] | P(improves), last-{last_n} mean [95% CI] |",
                   "|---|---|---|---|"]
         for base, group in poi.items():
-            lines += [f"| {v} | {base} | " + " | ".join(f"{p:.2f} [{fmt(lo)}, {fmt(hi)}]" for p, lo, hi in
+            lines += [f"| {v} | {base} | " + " | ".join(f"{p:.2f} [{fmt(lo)}, {fmt(hi)}]{mark}" for p, lo, hi in
                                                          (by_metric["final"], by_metric["last_n"])) + " |"
                       for v, by_metric in group.items()]
         lines.append("")
