@@ -46,3 +46,22 @@ def test_progress_is_plain_lines_off_a_terminal_and_a_late_bar_on_one(capsys):
     assert bar._bar is not None
     bar.close()
     assert capsys.readouterr().err.startswith("run directory: y")
+
+
+def test_tensorboard_carries_the_config_and_a_description_of_every_scalar(chain_config, tmp_path):
+    import json
+    from conftest import run_cli
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from rlsmooth.training.logger import METRIC_DESCRIPTIONS
+    out = tmp_path / "run"
+    run_cli("train", chain_config(steps=400), "spectral.track=[fc]", "--out", out, check=True)
+    events = EventAccumulator(str(out), size_guidance={"tensors": 0})
+    events.Reload()
+    texts = {tag: events.Tensors(tag)[0].tensor_proto.string_val[0].decode() for tag in events.Tags()["tensors"]
+             if tag.endswith("text_summary")}
+    config = next(v for k, v in texts.items() if k.startswith("config"))
+    assert "total_steps: 400" in config and "agent: dqn" in config
+    logged = {k for line in (out / "metrics.jsonl").read_text().splitlines() for k in json.loads(line) if k != "step"}
+    described = {k.replace("<layer>", "") for k in METRIC_DESCRIPTIONS}
+    missing = [k for k in logged if k not in described and not any(k.startswith(d) for d in described if d.endswith("/"))]
+    assert not missing, missing

@@ -70,11 +70,46 @@ class JsonlSink:
         self._file.close()
 
 
+METRIC_DESCRIPTIONS = {
+    "time/sps": "agent steps per second of wall-clock time over the log window (its evaluation and checkpoint included)",
+    "train/episode_return": "mean return (raw game score) of the training episodes that ended in the log window",
+    "train/episode_length": "mean length in agent steps of the training episodes that ended in the log window",
+    "train/episodes": "training episodes that ended in the log window (a count per window, not cumulative)",
+    "train/updates": "gradient updates since the run started (cumulative)",
+    "train/epsilon": "exploration rate at the window's last agent step",
+    "train/loss": "mean training loss over the window's updates",
+    "train/q_mean": "mean Q-value of the batches' actions over the window's updates",
+    "eval/episode_return": "mean return (raw game score) of the evaluation phase's whole episodes",
+    "eval/episode_return_std": "standard deviation of those returns",
+    "eval/episode_length": "mean length in agent steps of the evaluation episodes",
+    "eval/episodes": "whole episodes in the evaluation phase",
+    "spectral/sigma/<layer>": "top singular value of the layer's raw weight (power-iteration estimate)",
+    "diagnostics/srank": "effective rank of the penultimate features on evaluation states",
+    "diagnostics/lipschitz_mean": "mean input-gradient norm of the greedy Q-value on evaluation states",
+    "diagnostics/lipschitz_max": "largest input-gradient norm of the greedy Q-value on evaluation states",
+    "eval/human_normalized": "the evaluation return human-normalised (Atari): (score - random) / (human - random)",
+    "train/policy_loss": "mean PPO / A2C policy loss over the window's updates",
+    "train/value_loss": "mean value loss over the window's updates",
+    "train/entropy": "mean policy entropy (nats) over the window's updates",
+    "train/approx_kl": "mean approximate KL divergence between the old and new policy over the window's PPO epochs",
+    "train/clipfrac": "fraction of samples whose probability ratio PPO clipped, over the window's updates",
+    "train/lr": "the learning rate at the window's last update (annealed schedules)",
+}
+"""What each logged scalar is, with its unit; the step axis is always agent steps."""
+
+
 class TensorBoardSink:
-    def __init__(self, run_dir: Path, start_step: int):
+    def __init__(self, run_dir: Path, start_step: int, config: dict | None = None):
         from torch.utils.tensorboard import SummaryWriter
         # purge_step hides events a killed run wrote after its last checkpoint
         self._writer = SummaryWriter(str(run_dir), purge_step=start_step + 1 if start_step else None)
+        if not start_step:   # the run's config and what each scalar means, in the TEXT tab
+            if config is not None:
+                import yaml
+                text = yaml.safe_dump(config, sort_keys=False)
+                self._writer.add_text("config", "    " + text.replace("\n", "\n    "), 0)
+            rows = "\n".join(f"| `{k}` | {v} |" for k, v in METRIC_DESCRIPTIONS.items())
+            self._writer.add_text("metrics", "step = agent steps\n\n| scalar | meaning (unit) |\n|---|---|\n" + rows, 0)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
@@ -133,7 +168,8 @@ class WandbSink:
 
 def run_dir_sinks(run_dir: Path, start_step: int, wandb=None, config: dict | None = None) -> list[Sink]:
     """metrics.jsonl and TensorBoard; W&B too when ``wandb.enabled`` (``wandb``: the config's section)."""
-    sinks: list[Sink] = [JsonlSink(Path(run_dir) / METRICS_FILE, start_step), TensorBoardSink(run_dir, start_step)]
+    sinks: list[Sink] = [JsonlSink(Path(run_dir) / METRICS_FILE, start_step),
+                         TensorBoardSink(run_dir, start_step, config)]
     if wandb is not None and wandb.enabled:
         try:
             sinks.append(WandbSink(run_dir, wandb, config or {}))
