@@ -258,3 +258,12 @@ def test_cells_finished_in_a_results_directory_are_skipped(tmp_path, chain_confi
     bad = run_cli("sweep", sweep, "--results", tmp_path / "nope")
     assert bad.returncode == 2 and "--results" in bad.stderr
     assert run_cli("sweep", sweep, "--time-budget", "soon").returncode == 2
+
+
+def test_set_narrows_an_axis_from_the_command_line(tmp_path, chain_config):
+    from conftest import assert_one_line_error
+    sweep = make_sweep(tmp_path, chain_config)
+    dry = run_cli("sweep", sweep, "--dry-run", "--set", "axes.seed=[1]", "axes.variant=[sn_fc]", check=True).stdout
+    assert "1 cells, 1 to run" in dry and "variant=sn_fc__seed=1" in dry
+    assert_one_line_error(run_cli("sweep", sweep, "--dry-run", "--set", "axes.seed=[9]"), "axis 'seed' has no value 9")
+    assert_one_line_error(run_cli("sweep", sweep, "--dry-run", "--set", "axes.lr=[1]"), "the sweep has no axis 'lr'")

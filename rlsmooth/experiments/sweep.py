@@ -75,6 +75,36 @@ def _override(key: str, value) -> str:
     return f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
 
 
+def narrow_axes(path: Path, axes: dict, extra: list[str]) -> tuple[dict, list[str]]:
+    """``--set axes.AXIS=[v, ...]`` keeps those values of an axis (for a named axis, those names); the
+    other ``--set`` items stay overrides for every cell."""
+    kept = []
+    for item in extra:
+        if not item.startswith("axes."):
+            kept.append(item)
+            continue
+        key, _, raw = item.partition("=")
+        axis = key[len("axes."):]
+        if axis not in axes:
+            raise ConfigError(f"--set {item}: the sweep has no axis '{axis}' (axes: {', '.join(axes)})")
+        values = parse_yaml(raw, path) if raw else None
+        values = values if isinstance(values, list) else [values]
+        options = axes[axis]
+        if isinstance(options, dict):
+            missing = [v for v in values if str(v) not in {str(k) for k in options}]
+            if missing:
+                raise ConfigError(f"--set {item}: axis '{axis}' has no value {missing[0]!r} (values: "
+                                  f"{', '.join(map(str, options))})")
+            axes[axis] = {k: v for k, v in options.items() if str(k) in {str(x) for x in values}}
+        else:
+            missing = [v for v in values if v not in options]
+            if missing:
+                raise ConfigError(f"--set {item}: axis '{axis}' has no value {missing[0]!r} (values: "
+                                  f"{', '.join(map(str, options))})")
+            axes[axis] = [v for v in options if v in values]
+    return axes, kept
+
+
 def load_sweep(path: str | Path, out: str | None = None, extra: list[str] = ()) -> Sweep:
     path = Path(path)
     spec = parse_yaml(read_text(path, "sweep file"), path) or {}
@@ -91,6 +121,7 @@ def load_sweep(path: str | Path, out: str | None = None, extra: list[str] = ()) 
     axes = spec.get("axes") or {}
     if not isinstance(axes, dict) or not axes:
         raise ConfigError(f"{path}: 'axes' must map axis names to lists (or, for 'variant', to named overrides)")
+    axes, extra = narrow_axes(path, dict(axes), list(extra))
     common = [_override(k, v) for k, v in (spec.get("set") or {}).items()] + list(extra)
     names, choices = [], []
     for axis, values in axes.items():
