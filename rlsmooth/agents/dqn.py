@@ -144,6 +144,7 @@ def build_q_learner(cfg: TrainConfig, head: ValueHead, obs_shape: tuple, num_act
     """Online and target networks with the run's SN / rho scaling, and the optimiser."""
     net = head.build(cfg, obs_shape, num_actions)
     target = head.build(cfg, obs_shape, num_actions)
+    net.precision = target.precision = cfg.loop.precision
     online = apply_spectral_setup(net, cfg, obs_shape)
     apply_spectral_setup(target, cfg, obs_shape)    # the target divides its output the same way under divout
     net.to(device)

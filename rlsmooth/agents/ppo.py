@@ -93,6 +93,7 @@ def build_actor_critic_learner(cfg: TrainConfig, obs_shape: tuple, num_actions: 
     """The actor-critic network with the run's SN / rho scaling (divout divides the heads downstream
     of the rho layers), and the optimiser."""
     net = build(cfg, obs_shape, num_actions)
+    net.precision = cfg.loop.precision
     setup = apply_spectral_setup(net, cfg, obs_shape)
     net.divout_heads = heads_downstream(setup.layers["rho_layers"], cfg.algo.separate_critic)
     net.to(device)

@@ -48,9 +48,35 @@ def load_train_config(data: dict) -> TrainConfig:
                           f"use one or the other (docs/method.md)")
     check_memory(cfg, obs_shape, frame_channels, value_bytes)
     check_schedules(cfg)
+    check_precision(cfg)
     if cfg.wandb.enabled and importlib.util.find_spec("wandb") is None:
         raise ConfigError("wandb.enabled needs the wandb extra: pip install -e '.[wandb]'")
     return cfg
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX on this CPU (Linux ``/proc/cpuinfo``; elsewhere assumed absent)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def check_precision(cfg: TrainConfig) -> None:
+    """``loop.precision: bf16``: refused on CUDA below compute capability 8.0 (no bf16 there), a
+    warning line on a CPU without native bf16 (it emulates it, slowly)."""
+    if cfg.loop.precision != "bf16":
+        return
+    import torch
+    wants_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if wants_cuda and torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        if major < 8:
+            raise ConfigError(f"loop.precision=bf16 needs a GPU of compute capability 8.0 or more; this one is "
+                              f"{major}.{minor}: use loop.precision=fp32")
+    elif not wants_cuda and not cpu_has_native_bf16():
+        warn("loop.precision=bf16 on a CPU without native bf16 (no avx512_bf16 or amx_bf16): it runs, slowly")
 
 
 def long_schedules(cfg: TrainConfig) -> list[str]:

@@ -174,6 +174,11 @@ class LoopConfig:
     """``torch.compile`` the update's forward and loss and the acting forward pass (SN and rho scaling
     included): CUDA graphs (mode ``reduce-overhead``) on CUDA, inductor's default mode on CPU.  The
     first updates pay the compile time (tens of seconds on a small CPU)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Arithmetic of the networks' forward passes (and so of their backward passes): ``bf16`` runs the
+    convolutions and matrix products under autocast in bfloat16, while master weights, optimiser
+    states, spectral normalisation (power iteration, sigma and the normalised layer itself), rho and
+    all TD / categorical / GAE arithmetic stay float32 (network outputs are cast to float32 first)."""
 
     def validate(self) -> None:
         require(self.total_steps >= 1, "loop.total_steps must be >= 1")

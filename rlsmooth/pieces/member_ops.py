@@ -27,9 +27,16 @@ class _MemberConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding):
         k, b, c = x.shape[:3]
-        out = F.conv2d(x.transpose(0, 1).reshape(b, k * c, *x.shape[3:]).contiguous(memory_format=CHANNELS_LAST),
-                       weight.reshape(k * weight.shape[1], *weight.shape[2:]), bias.reshape(-1),
-                       stride=stride, padding=padding, groups=k)
+        device = x.device.type
+        # under autocast (loop.precision: bf16) the convolution runs in its dtype, its gradients come back
+        # in each input's own dtype (float32 master weights)
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+        ctx.dtypes = (x.dtype, weight.dtype, bias.dtype)
+        x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+        with torch.autocast(device, enabled=False):
+            out = F.conv2d(x.transpose(0, 1).reshape(b, k * c, *x.shape[3:]).contiguous(memory_format=CHANNELS_LAST),
+                           weight.reshape(k * weight.shape[1], *weight.shape[2:]), bias.reshape(-1),
+                           stride=stride, padding=padding, groups=k)
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.padding = stride, padding
         return out.reshape(b, k, weight.shape[1], *out.shape[2:]).transpose(0, 1)
@@ -38,23 +45,37 @@ class _MemberConv2d(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         need_x = ctx.needs_input_grad[0]
+        grad_out = grad_out.to(weight.dtype)
         grad_x = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None
         grad_w = torch.empty_like(weight, memory_format=torch.contiguous_format)
         grad_b = torch.empty(weight.shape[:2], dtype=weight.dtype, device=weight.device)
-        for k in range(x.shape[0]):   # one solo-shaped backward per member: see the module docstring
-            gx, gw, gb = torch.ops.aten.convolution_backward(
-                grad_out[k].contiguous(memory_format=CHANNELS_LAST), x[k].contiguous(memory_format=CHANNELS_LAST),
-                weight[k], [weight.shape[1]], ctx.stride, ctx.padding, [1, 1], False, [0, 0], 1, [need_x, True, True])
-            if need_x:
-                grad_x[k] = gx
-            grad_w[k] = gw
-            grad_b[k] = gb
-        return grad_x, grad_w, grad_b, None, None
+        with torch.autocast(x.device.type, enabled=False):
+            for k in range(x.shape[0]):   # one solo-shaped backward per member: see the module docstring
+                gx, gw, gb = torch.ops.aten.convolution_backward(
+                    grad_out[k].contiguous(memory_format=CHANNELS_LAST), x[k].contiguous(memory_format=CHANNELS_LAST),
+                    weight[k], [weight.shape[1]], ctx.stride, ctx.padding, [1, 1], False, [0, 0], 1,
+                    [need_x, True, True])
+                if need_x:
+                    grad_x[k] = gx
+                grad_w[k] = gw
+                grad_b[k] = gb
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        return (grad_x.to(x_dtype) if need_x else None), grad_w.to(w_dtype), grad_b.to(b_dtype), None, None
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: tuple, padding: tuple) -> torch.Tensor:
     """Each member's ``F.conv2d(x[k], weight[k], bias[k])``, stacked: (K, B, O, H', W')."""
     return _MemberConv2d.apply(x, weight, bias, tuple(stride), tuple(padding))
+
+
+def compute(precision: str, device: torch.device):
+    """The autocast region of a network's forward pass: bfloat16 for ``loop.precision: bf16``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def full_precision(device: torch.device):
+    """A region that stays float32 inside a bf16 forward pass (spectral normalisation, sigma, rho)."""
+    return torch.autocast(device.type, enabled=False)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

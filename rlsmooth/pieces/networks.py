@@ -15,7 +15,7 @@ from torch import nn
 from rlsmooth.config.coerce import LayerSelection
 from rlsmooth.config.sections import NetworkConfig
 from rlsmooth.errors import ConfigError
-from rlsmooth.pieces.member_ops import Conv2d, Linear
+from rlsmooth.pieces.member_ops import Conv2d, Linear, compute
 
 WeightLayer = (nn.Linear, nn.Conv2d)
 
@@ -121,6 +121,7 @@ class QNetwork(nn.Module):
         self.num_atoms = num_atoms
         self.obs_scale = obs_scale
         self.output_divisor: Callable[[], torch.Tensor] | None = None
+        self.precision = "fp32"   # loop.precision, set by the agent that builds it
         init_xavier(self)
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
@@ -128,7 +129,9 @@ class QNetwork(nn.Module):
         return torso_forward(self, obs.float() * self.obs_scale, self.conv_names, self.fc_names)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        out = self.out(self.features(obs))
+        with compute(self.precision, obs.device):
+            out = self.out(self.features(obs))
+        out = out.float()   # the TD / categorical arithmetic stays float32
         if self.num_atoms > 1:
             out = out.view(-1, self.num_actions, self.num_atoms)
         if self.output_divisor is not None:
@@ -167,6 +170,7 @@ class ActorCritic(nn.Module):
         self.obs_scale = obs_scale
         self.output_divisor: Callable[[], torch.Tensor] | None = None
         self.divout_heads: tuple[str, ...] = ()
+        self.precision = "fp32"   # loop.precision, set by the agent that builds it
         for name, layer in self.named_modules():
             if isinstance(layer, (nn.Linear, nn.Conv2d)):
                 gain = 0.01 if name == "actor.out" else 1.0 if name == "critic.out" else 2 ** 0.5
@@ -174,11 +178,13 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = obs.float() * self.obs_scale
-        features = torso_forward(self.torso, x, self.conv_names, self.fc_names)
-        critic_features = (torso_forward(self.critic, x, self.conv_names, self.fc_names) if self.separate_critic
-                           else features)
-        logits = self.actor.out(features)
-        value = self.critic.out(critic_features).squeeze(-1)
+        with compute(self.precision, obs.device):
+            features = torso_forward(self.torso, x, self.conv_names, self.fc_names)
+            critic_features = (torso_forward(self.critic, x, self.conv_names, self.fc_names) if self.separate_critic
+                               else features)
+            logits = self.actor.out(features)
+            value = self.critic.out(critic_features).squeeze(-1)
+        logits, value = logits.float(), value.float()   # the policy / GAE arithmetic stays float32
         if self.output_divisor is not None:
             rho = self.output_divisor().detach()
             logits = logits / rho if "actor" in self.divout_heads else logits

@@ -110,9 +110,10 @@ class _SpectralLinear(torch.autograd.Function):
 def _spectral_linear_forward(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """Forward of a spectrally normalised Linear: fused output-side path on training passes."""
     estimator = layer.parametrizations.weight[0]
-    if estimator.training and torch.is_grad_enabled():
-        return estimator.linear_training_pass(x, layer.parametrizations.weight.original, layer.bias)
-    return solo_linear(x, layer.weight, layer.bias)
+    with torch.autocast(x.device.type, enabled=False):   # a normalised layer stays float32 under bf16
+        if estimator.training and torch.is_grad_enabled():
+            return estimator.linear_training_pass(x.float(), layer.parametrizations.weight.original, layer.bias)
+        return solo_linear(x.float(), layer.weight, layer.bias)
 
 
 class SpectralNorm(nn.Module):
@@ -195,6 +196,10 @@ class SpectralNorm(nn.Module):
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(weight.device.type, enabled=False):   # power iteration and sigma stay float32
+            return self._forward(weight)
+
+    def _forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.training and torch.is_grad_enabled():
             # a training forward pass: advance u, v, then sigma = u^T W v (W v computed once, with grad)
             with torch.no_grad():

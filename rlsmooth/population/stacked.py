@@ -59,6 +59,7 @@ class StackedQNetwork(nn.Module):
         self.conv_names, self.fc_names = list(first.conv_names), list(first.fc_names)
         self.layer_names = self.conv_names + self.fc_names + ["out"]
         self.num_actions, self.num_atoms, self.obs_scale = first.num_actions, first.num_atoms, first.obs_scale
+        self.precision = first.precision
         if hasattr(first, "support"):
             self.register_buffer("support", first.support.clone())
         self.geometry = {n: (first.get_submodule(n).stride, first.get_submodule(n).padding) for n in self.conv_names}
@@ -149,7 +150,13 @@ class StackedQNetwork(nn.Module):
         key = name.replace(".", "_")
         bias = self.bias[key]
         if name in self.spectral:
-            passes = [self._member_pass(name, k, x) for k in range(self.members)]
+            with member_ops.full_precision(x.device):   # SN and sigma stay float32, as in the solo layers
+                passes = [self._member_pass(name, k, x.float() if self.kinds[name][k] == "sn_linear" else x)
+                          for k in range(self.members)]
+                # a normalised linear layer's other passes: float32 too, as the solo layer's own forward
+                passes = [(w, member_ops.linear(x[k:k + 1].float(), w[None], bias[k:k + 1])[0]
+                           if out is None and self.kinds[name][k] == "sn_linear" and name not in self.geometry else out)
+                          for k, (w, out) in enumerate(passes)]
             weight = torch.stack([w for w, _ in passes])
         else:
             passes, weight = None, self.weight[key]
@@ -157,8 +164,8 @@ class StackedQNetwork(nn.Module):
             stride, padding = self.geometry[name]
             return member_ops.conv2d(x, weight, bias, stride, padding)
         y = member_ops.linear(x, weight, bias)
-        if passes is not None and any(out is not None for _, out in passes):
-            y = torch.stack([out if out is not None else y[k] for k, (_, out) in enumerate(passes)])
+        if passes is not None and any(out is not None for _, out in passes):   # float32 holds both exactly
+            y = torch.stack([out if out is not None else y[k].float() for k, (_, out) in enumerate(passes)])
         return y
 
     def rho_divisor(self, name: str, lr: bool = False) -> torch.Tensor:
@@ -179,6 +186,10 @@ class StackedQNetwork(nn.Module):
         return rho
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
+        with member_ops.compute(self.precision, obs.device):
+            return self._features(obs)
+
+    def _features(self, obs: torch.Tensor) -> torch.Tensor:
         k, b = obs.shape[:2]
         x = obs.float() * self.obs_scale
         for name in self.conv_names:
@@ -190,7 +201,9 @@ class StackedQNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         k, b = obs.shape[:2]
-        out = self.layer("out", self.features(obs))
+        with member_ops.compute(self.precision, obs.device):
+            out = self.layer("out", self._features(obs))
+        out = out.float()
         if self.num_atoms > 1:
             out = out.view(k, b, self.num_actions, self.num_atoms)
         divisor = self.output_divisor()

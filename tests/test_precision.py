@@ -1,0 +1,69 @@
+"""loop.precision: bf16 forward passes under autocast with float32 master weights, optimiser states, SN
+and TD arithmetic; the loss within bf16 rounding of fp32's; recorded and refused on a resume by key."""
+import pytest
+import torch
+
+from conftest import ROOT, assert_one_line_error, run_cli
+from rlsmooth.agents import AGENTS
+from rlsmooth.agents.dqn import build_q_learner, update_step
+from rlsmooth.agents.preflight import load_train_config
+from rlsmooth.config.yaml_files import apply_overrides, load_yaml
+from rlsmooth.pieces.replay import Batch
+from rlsmooth.pieces.seeding import SeedStreams
+
+
+def learner(preset, *overrides):
+    cfg = load_train_config(apply_overrides(load_yaml(ROOT / "configs" / preset), ["device=cpu", *overrides]))
+    SeedStreams(cfg.seed).seed_globals()
+    head = AGENTS[cfg.agent].value_head(cfg)
+    return build_q_learner(cfg, head, (4, 10, 10), 6, torch.device("cpu")), head
+
+
+def batch(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return Batch(torch.randint(0, 2, (32, 4, 10, 10), dtype=torch.uint8, generator=g), torch.randint(0, 6, (32,), generator=g),
+                 torch.rand(32, generator=g), torch.full((32,), 0.99),
+                 torch.randint(0, 2, (32, 4, 10, 10), dtype=torch.uint8, generator=g))
+
+
+@pytest.mark.parametrize("preset", ["minatar_dqn.yaml", "minatar_c51.yaml"])
+@pytest.mark.parametrize("variant", [[], ["spectral.layers=[fc]"], ["optim.rho_scaling=grad", "optim.rho_layers=[fc]"]])
+def test_bf16_loss_is_within_bf16_rounding_of_fp32s_and_state_stays_fp32(preset, variant):
+    fp32, head = learner(preset, *variant)
+    bf16, _ = learner(preset, *variant, "loop.precision=bf16")
+    b = batch()
+    loss32, _ = head.loss(fp32.net, fp32.target, b)
+    loss16, _ = head.loss(bf16.net, bf16.target, b)
+    assert loss16.dtype == torch.float32 and bf16.net(b.obs).dtype == torch.float32
+    rel = abs(float(loss16) - float(loss32)) / abs(float(loss32))
+    assert 0 < rel < 2 ** -6, rel   # bf16 has 8 significant bits: the forward passes really ran in it
+    for _ in range(3):
+        update_step(bf16, head, b, 0.0)
+    assert all(p.dtype == torch.float32 for p in bf16.net.parameters())
+    assert all(v.dtype == torch.float32 for s in bf16.optimizer.state.values() for v in s.values())
+    assert all(e.sigma.dtype == torch.float32 and e.u.dtype == torch.float32 for e in bf16.estimators.values())
+
+
+def test_actor_critic_runs_its_forward_in_bf16():
+    from rlsmooth.agents.ppo import build_actor_critic_learner
+    cfg = load_train_config(apply_overrides(load_yaml(ROOT / "configs" / "minatar_ppo.yaml"),
+                                            ["device=cpu", "loop.precision=bf16"]))
+    ac = build_actor_critic_learner(cfg, (4, 10, 10), 6, torch.device("cpu"), message=lambda m: None)
+    net = ac.net if hasattr(ac, "net") else ac[0]
+    logits, value = net(batch().obs)
+    assert logits.dtype == value.dtype == torch.float32
+    net.precision = "fp32"
+    logits32, _ = net(batch().obs)
+    assert 0 < float((logits - logits32).abs().max()) < 0.05
+
+
+def test_precision_is_recorded_and_a_resume_under_another_is_refused_by_key(chain_config, tmp_path):
+    out = tmp_path / "run"
+    run_cli("train", chain_config(steps=400), "loop.precision=bf16", "loop.checkpoint_every=200", "--out", out,
+            check=True)
+    assert "precision: bf16" in (out / "config.yaml").read_text()
+    (out / "summary.json").unlink()
+    text = (out / "config.yaml").read_text().replace("precision: bf16", "precision: fp32")
+    (out / "config.yaml").write_text(text)
+    assert_one_line_error(run_cli("train", "--resume", out), "loop.precision: 'bf16' → 'fp32'")
+    assert_one_line_error(run_cli("train", "--resume", out, "loop.precision=bf16"), "cannot change loop.precision")
