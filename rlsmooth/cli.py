@@ -384,6 +384,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--population", default=None, metavar="K[,K...]",
                    help="instead: aggregate agent steps/s of K MinAtar DQN runs as one population against the same "
                         "runs as a sweep runs them (one process per core); --steps is then per member")
+    p.add_argument("--precision", default="fp32", metavar="P[,P...]",
+                   help="loop.precision values to measure side by side (fp32,bf16): every loop and, for value "
+                        "agents, the update alone, interleaved")
     p.add_argument("--nets", default="default,c32_h256",
                    help="with --population: MinAtar torsos to measure (default, c32_h256 = the paper's largest)")
     p.set_defaults(func=cmd_bench)

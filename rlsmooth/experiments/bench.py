@@ -188,6 +188,22 @@ def update_cost(plain_cfg, sn_cfg, rounds: int = 7, seconds: float = 0.5) -> tup
     return plain, sn, 1.0 - sn / plain
 
 
+def with_precision(cfg, precision: str):
+    """``cfg`` with ``loop.precision`` set (a copy)."""
+    import dataclasses
+    return dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, precision=precision))
+
+
+def interleaved_update_rates(cfgs: dict, rounds: int = 7, seconds: float = 0.5) -> dict[str, float]:
+    """Updates/s of each config's update alone, rounds interleaved across the configs; medians."""
+    timers = {name: update_timer(c) for name, c in cfgs.items()}
+    rates: dict[str, list[float]] = {k: [] for k in timers}
+    for _ in range(rounds):
+        for name, fn in timers.items():
+            rates[name].append(_rate(fn, seconds))
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
 def bench_loop(cfg, warmup: int) -> float:
     """Agent steps/s of the whole training loop after warm-up (updates running), logged to memory only."""
     sink = MemorySink()
@@ -215,13 +231,23 @@ def run_bench(args) -> dict:
         if args.spectral != "none":
             variants[f"sn[{args.spectral}]"] = bench_config(agent, suite, game, args.num_envs, args.device,
                                                             args.steps, args.spectral)[0]
+        precisions = [p for p in (args.precision or "fp32").split(",") if p]
+        if precisions != ["fp32"]:   # every variant at every precision, interleaved like the variants
+            variants = {(f"{name} {p}" if len(precisions) > 1 else name): with_precision(c, p)
+                        for name, c in variants.items() for p in precisions}
         loop: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.repeats):           # alternate variants: drift hits both alike
             for name, c in variants.items():
                 loop[name].append(bench_loop(c, warmup))
         entry = {**{k: round(v, 1) for k, v in parts.items()},
                  "loop_steps_per_s": {k: round(statistics.median(v), 1) for k, v in loop.items()}}
-        if len(variants) == 2:
+        if len(precisions) > 1 and is_value(agent):   # the update alone, interleaved across precisions
+            rates = interleaved_update_rates({p: variants[f"plain {p}"] for p in precisions})
+            entry["update_per_s_by_precision"] = {p: round(r, 1) for p, r in rates.items()}
+            ratio = f" (bf16 / fp32: {rates['bf16'] / rates['fp32']:.2f}x)" if {"bf16", "fp32"} <= set(rates) else ""
+            print("        update alone (interleaved rounds): " + ", ".join(f"{p} {r:.0f}/s" for p, r in rates.items())
+                  + ratio)
+        if len(variants) == 2 and len(precisions) == 1:
             plain, sn = (statistics.median(v) for v in loop.values())
             entry["sn_slowdown"] = round(1.0 - sn / plain, 4)
             if is_value(agent):   # the update is where SN costs: time it alone, interleaved

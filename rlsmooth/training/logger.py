@@ -194,12 +194,12 @@ class Logger:
     inflate it, and the ETA from that rate."""
 
     def __init__(self, sinks: list[Sink], start_step: int, total_steps: int, progress: bool = True,
-                 terminal: bool | None = None, label: str = ""):
+                 terminal: bool | None = None, label: str = "", plain: bool = True):
         self.sinks, self.label = sinks, label   # the label starts each plain line (a population's members share a log)
         self.total_steps, self._start = total_steps, start_step
         terminal = sys.stderr.isatty() if terminal is None else terminal
         self._use_bar = progress and terminal
-        self._plain = not terminal
+        self._plain = plain and not terminal   # a run without a directory (the bench) prints no lines
         self._bar: tqdm | None = None
         self._shown: dict[str, str] = {}
 

@@ -136,7 +136,8 @@ class RunSkeleton:
         sinks = self.extra_sinks if self.run_dir is None else \
             run_dir_sinks(self.run_dir, self.step, self.cfg.wandb, to_dict(self.cfg)) + self.extra_sinks
         self.logger = Logger(sinks, self.step, self.total_steps, progress=self.cfg.loop.progress,
-                             label=self.run_dir.name if self.run_dir is not None else "")
+                             label=self.run_dir.name if self.run_dir is not None else "",
+                             plain=self.run_dir is not None)
         if self.state and self._resume_changes and self.run_dir is not None:   # every check has passed
             record_resume(self.run_dir, int(self.state["step"]), self._resume_changes, to_dict(self.cfg))
         if self.run_dir is not None:
