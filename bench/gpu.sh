@@ -26,4 +26,7 @@ run 170 c51_n16  --suite atari --agent c51 --num-envs 16 --steps 20000 --repeats
 run 100 c51_n64  --suite atari --agent c51 --num-envs 64 --steps 40000 --repeats 1
 run 50  c51_n1   --suite atari --agent c51 --num-envs 1  --steps 3000  --repeats 1 --spectral none
 run 100 ppo_n64  --suite atari --agent ppo --num-envs 64 --steps 40000 --repeats 2
+# bf16 against fp32 side by side (loops and the update alone, interleaved)
+run 120 dqn_n16_bf16 --suite atari --agent dqn --num-envs 16 --steps 10000 --repeats 2 --spectral none --precision fp32,bf16
+run 60  ppo_n64_bf16 --suite atari --agent ppo --num-envs 64 --steps 20000 --repeats 1 --spectral none --precision fp32,bf16
 echo "results in $OUT_DIR"
