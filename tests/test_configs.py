@@ -154,3 +154,9 @@ def test_the_short_run_warning_names_checkpoint_and_log_periods():
                              ["loop.total_steps=50_000", "algo.epsilon_decay_steps=10_000", "loop.eval_every=10_000",
                               "loop.eval_steps=5_000", "loop.checkpoint_every=10_000"])
     assert long_schedules(load_train_config(readme)) == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "sweeps" / "criteria").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_criteria_file_loads(path):
+    from rlsmooth.experiments.report.criteria import load_criteria
+    assert load_criteria(path).items

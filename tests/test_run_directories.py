@@ -199,3 +199,10 @@ def test_values_edited_inside_a_checkpoint_are_refused_by_key(chain_config, tmp_
     before = files(out)
     assert_one_line_error(run_cli("train", "--resume", out), needle)
     assert files(out) == before
+
+
+def test_a_resume_at_another_thread_count_records_it(chain_config, tmp_path):
+    out, path, good = good_checkpoint(chain_config, tmp_path)
+    run_cli("train", "--resume", out, check=True, env_extra={"OMP_NUM_THREADS": "2"})
+    resumed = yaml.safe_load((out / "config.yaml").read_text())["meta"]["resumed"]
+    assert resumed == [{"step": 400, "changed": {"torch_threads": [1, 2]}}]

@@ -28,7 +28,7 @@ from rlsmooth.pieces.spectral import sigma_metrics
 from rlsmooth.training import checkpoint as ckpt
 from rlsmooth.training.divergence import nonfinite_metrics, nonfinite_parameters
 from rlsmooth.training.logger import Logger, Sink, run_dir_sinks
-from rlsmooth.training.rundir import (CHECKPOINT, provenance, record_resume, summary_record, write_config,
+from rlsmooth.training.rundir import (CHECKPOINT, provenance, read_config, record_resume, summary_record, write_config,
                                      write_summary)
 from rlsmooth.training.run_stats import EpisodeStats, MeanWindow
 from rlsmooth.training.runtime import interrupt_guard, resolve_device, set_threads
@@ -52,6 +52,19 @@ def maybe_compile(fn: Callable, enabled: bool, device: torch.device) -> Callable
     if not enabled:
         return fn
     return torch.compile(fn, mode="reduce-overhead" if device.type == "cuda" else "default")
+
+
+def threads_last_run(run_dir: Path) -> int | None:
+    """The torch thread count the run last trained with: its latest resume's, else its start's."""
+    try:
+        meta = (read_config(run_dir).get("meta") or {})
+    except ConfigError:
+        return None
+    for entry in reversed(meta.get("resumed") or []):
+        if isinstance(entry, dict) and "torch_threads" in (entry.get("changed") or {}):
+            return entry["changed"]["torch_threads"][1]
+    threads = (meta.get("hardware") or {}).get("torch_threads")
+    return threads if isinstance(threads, int) else None
 
 
 def load_checked(run_dir: Path, cfg: TrainConfig) -> tuple[dict, dict]:
@@ -138,8 +151,13 @@ class RunSkeleton:
         self.logger = Logger(sinks, self.step, self.total_steps, progress=self.cfg.loop.progress,
                              label=self.run_dir.name if self.run_dir is not None else "",
                              plain=self.run_dir is not None)
-        if self.state and self._resume_changes and self.run_dir is not None:   # every check has passed
-            record_resume(self.run_dir, int(self.state["step"]), self._resume_changes, to_dict(self.cfg))
+        if self.state and self.run_dir is not None:   # every check has passed
+            changes = dict(self._resume_changes)
+            before = threads_last_run(self.run_dir)
+            if before is not None and before != self.threads:   # results reproduce at one thread count only
+                changes["torch_threads"] = (before, self.threads)
+            if changes:
+                record_resume(self.run_dir, int(self.state["step"]), changes, to_dict(self.cfg))
         if self.run_dir is not None:
             self.logger.message(f"{'resuming' if self.state else 'run directory'}: {self.run_dir} at step {self.step} "
                                 f"(tensorboard --logdir {self.run_dir})")
