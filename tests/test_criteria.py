@@ -108,3 +108,11 @@ def test_few_seeds_are_marked_and_bad_criteria_are_one_line(tmp_path):
     path.write_text(yaml.safe_dump({"criteria": [{"name": "absent", "treatment": "nope", "axis": "lr", "at": "hi"}]}))
     result = compare([tmp_path / "runs"], tmp_path / "rep2", reps=50, criteria=path)
     assert result["criteria"][0].verdict == "undecided" and "not evaluated" in (tmp_path / "rep2" / "report.md").read_text()
+
+
+def test_one_seed_per_cell_gives_no_verdict(tmp_path):
+    study(tmp_path / "runs", 5.0, 0.0, seeds=1)
+    path = tmp_path / "criteria.yaml"
+    path.write_text(yaml.safe_dump(CRITERIA))
+    result = compare([tmp_path / "runs"], tmp_path / "rep", reps=50, criteria=path)
+    assert all(r.verdict == "undecided" and "one seed" in r.problem for r in result["criteria"])

@@ -205,6 +205,10 @@ def evaluate(criteria: Criteria, runs: list, scores: dict, reps: int) -> list[Re
             continue
         cells = {key: [cell(g, v, lv) for g in games] for key, (v, lv) in keys.items()}
         seeds = min(len(a) for arrays in cells.values() for a in arrays)
+        if seeds < 2:   # one run per cell has no spread to resample: no interval, no verdict
+            results.append(Result(crit, games, seeds, contrast_value(cells, crit.statistic, crit.versus is not None),
+                                  (float("nan"), float("nan")), "undecided", "one seed in a cell: no interval"))
+            continue
         estimate = contrast_value(cells, crit.statistic, crit.versus is not None)
         lo, hi = bootstrap_interval(cells, crit.statistic, crit.versus is not None, reps)
         results.append(Result(crit, games, seeds, estimate, (lo, hi),
