@@ -273,7 +273,7 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: b
                 cell.state = "finished" if ok else f"failed ({code})"
                 cell.result = last
     else:
-        run_local(sweep, todo, workers, population, threads, deadline)
+        run_local(sweep, todo, workers, population, threads, deadline, list(results))
     for cell in sweep.cells:
         cell.final_return = final_eval_return(cell.run_dir)
         if cell.state == "running":
@@ -352,12 +352,12 @@ def _plan_job(queue: list[Cell], population: int, rates: dict, deadline: float |
 
 
 def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, threads: int,
-              deadline: float | None) -> None:
+              deadline: float | None, results: list[Path] = ()) -> None:
     """Keep ``workers`` jobs running, a line for each start and end; see rlsmooth/experiments/schedule.py."""
     from rlsmooth.experiments import schedule
     from rlsmooth.training.rundir import has_run_content, is_run_directory
     queue, running, total, ended = list(todo), [], len(todo), 0
-    rates = schedule.measured_rates([sweep.out], CELL_FILE)
+    rates = schedule.measured_rates([sweep.out, *map(Path, results)], CELL_FILE)   # earlier sessions' runs too
     overhead = schedule.START_SECONDS   # a job's time beyond its training windows: start-up, writing, exit
     start = time.time()
     while queue or running:
