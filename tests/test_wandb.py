@@ -111,3 +111,22 @@ def test_a_refused_replace_deletes_nothing_and_replace_keeps_the_users_files(cha
     assert "kept what rlsmooth did not write" in proc.stdout and "analysis.md" in proc.stdout
     assert (run / "analysis.md").read_text() == "my notes" and not (run / ".replaced").exists()
     assert "lr: 0.002" in (run / "config.yaml").read_text()
+
+
+def test_a_resumed_run_sends_wandb_the_steps_its_logs_lack(chain_config, tmp_path):
+    """W&B's buffers die with a killed process: the steps its local logs lack up to the checkpoint are
+    sent on resume.  Here W&B starts only at the resume, so it lacks every step before it."""
+    run = tmp_path / "run"
+    cfg = chain_config("dqn", steps=400)
+    run_cli("train", cfg, "loop.checkpoint_every=200", "--out", run, check=True)
+    (run / "summary.json").unlink()
+    run_cli("train", "--resume", run, "--total-steps", "600", "wandb.enabled=true", "wandb.mode=offline", check=True)
+    (offline,) = offline_runs(run)
+    logged = history(wandb_records(next(offline.glob("run-*.wandb"))))
+    expected = {json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()}
+    assert set(logged) == expected and min(logged) == 50 and max(logged) == 600
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        step = line.pop("step")
+        for key, value in line.items():
+            assert logged[step][key] == pytest.approx(value, rel=1e-6), (step, key)

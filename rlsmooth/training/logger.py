@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import struct
 import sys
 from pathlib import Path
 from typing import Protocol
@@ -134,13 +135,43 @@ class MemorySink:
 
 
 WANDB_ID_FILE = "wandb_run_id"
+WANDB_BLOCK = 32768
+
+
+def wandb_logged_steps(run_dir: Path) -> set[int]:
+    """The history steps W&B's local transaction logs (``<run dir>/wandb/*/run-*.wandb``) hold: what it
+    wrote before the process ended.  The file is a LevelDB-style log (32 KiB blocks of chunks with a
+    7-byte header, after a 7-byte file header) of protobuf records; a torn tail is ignored."""
+    from wandb.proto import wandb_internal_pb2 as pb
+    steps: set[int] = set()
+    for path in sorted({p.resolve() for p in Path(run_dir).glob("wandb/*/run-*.wandb")}):   # latest-run links
+        data = path.read_bytes()
+        pos, pending = 7, b""
+        while pos + 7 <= len(data):
+            if WANDB_BLOCK - pos % WANDB_BLOCK < 7:   # a block's tail too short for a chunk header is padding
+                pos += WANDB_BLOCK - pos % WANDB_BLOCK
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            pending += data[pos + 7:pos + 7 + length]
+            pos += 7 + length
+            if kind not in (1, 4):   # a record continues in the next chunk
+                continue
+            record = pb.Record()
+            try:
+                record.ParseFromString(pending)
+            except Exception:   # a torn write at the end of a killed run's file
+                break
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                steps.add(int(record.history.step.num))
+    return steps
 
 
 class WandbSink:
     """A W&B run per run directory.  Its id is kept in the run directory (``wandb_run_id``), so a
     resumed run continues the same W&B run; offline files go to ``<run dir>/wandb``."""
 
-    def __init__(self, run_dir: Path, settings, config: dict):
+    def __init__(self, run_dir: Path, settings, config: dict, start_step: int = 0):
         import wandb
         id_file = Path(run_dir) / WANDB_ID_FILE
         run_id = read_text(id_file, "W&B run id").strip() if id_file.is_file() else secrets.token_hex(6)
@@ -151,6 +182,21 @@ class WandbSink:
         except Exception as exc:   # not logged in, no network, a bad entity: one line, not a traceback
             raise ConfigError(f"W&B did not start ({type(exc).__name__}: {exc}); wandb.mode=offline needs no "
                               f"account or network") from None
+        if start_step:
+            self._backfill(Path(run_dir), start_step)
+
+    def _backfill(self, run_dir: Path, start_step: int) -> None:
+        """A resumed run: send W&B the rows of metrics.jsonl (up to the checkpoint) that its local logs
+        lack, those a killed process still held in W&B's buffers, in step order."""
+        logged = wandb_logged_steps(run_dir)
+        rows: dict[int, dict] = {}
+        for line in (run_dir / METRICS_FILE).read_text().splitlines() if (run_dir / METRICS_FILE).is_file() else []:
+            record = json.loads(line)
+            step = record.pop("step")
+            if step <= start_step and step not in logged and step > max(logged, default=-1):
+                rows.setdefault(step, {}).update(record)
+        for step in sorted(rows):
+            self._run.log(rows[step], step=step)
 
     @staticmethod
     def _init(wandb, run_dir: Path, settings, config: dict, run_id: str, in_sweep: bool):
@@ -172,7 +218,7 @@ def run_dir_sinks(run_dir: Path, start_step: int, wandb=None, config: dict | Non
                          TensorBoardSink(run_dir, start_step, config)]
     if wandb is not None and wandb.enabled:
         try:
-            sinks.append(WandbSink(run_dir, wandb, config or {}))
+            sinks.append(WandbSink(run_dir, wandb, config or {}, start_step))
         except ConfigError as exc:
             for sink in sinks:
                 sink.close()
