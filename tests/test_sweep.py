@@ -59,7 +59,7 @@ def test_local_sweep_runs_skips_and_resumes(tmp_path, chain_config):
     report = tmp_path / "report"
     run_cli("compare", out, "--out", report, "--reps", "200", check=True)
     text = (report / "report.md").read_text()
-    assert "| chain | sn[fc] | 2 |" in text and "Probability of improvement" in text
+    assert "| chain | sn_fc | 2 |" in text and "Probability of improvement" in text
     for png in ("learning_curves.png", "sigma_curves.png"):
         assert (report / png).stat().st_size > 5000
 
@@ -143,7 +143,7 @@ def test_cells_are_labelled_before_they_run(tmp_path, chain_config):
     report = tmp_path / "rep"
     run_cli("compare", out, "--out", report, "--reps", "100", check=True)
     variants = {row.split(",")[4] for row in (report / "scores.csv").read_text().splitlines()[1:]}
-    assert variants == {"baseline algo.gamma=0.9", "sn[fc] algo.gamma=0.9"}
+    assert variants == {"baseline algo.gamma=0.9", "sn_fc algo.gamma=0.9"}
     assert "against" in (report / "report.md").read_text()   # the baseline of that axis value is found
 
 
@@ -193,7 +193,7 @@ def test_cell_threads_respect_omp_num_threads(tmp_path, chain_config, monkeypatc
     def spawn(job):
         seen.append(job.threads)
         job.process = Done()
-    monkeypatch.setattr(schedule_module, "_spawn", spawn)
+    monkeypatch.setattr(schedule_module, "spawn", spawn)
     monkeypatch.setattr(sweep_module, "available_cores", lambda: 4)
     run_sweep(load_sweep(sweep), workers=2)
     assert seen and set(seen) == {1}

@@ -33,6 +33,7 @@ from pathlib import Path
 from rlsmooth.errors import ConfigError
 
 SAFETY = 1.15          # planned durations are stretched by this much before they must fit
+ROOT = Path(__file__).resolve().parents[2]   # the checkout: holds agents/ and rlsmooth/
 START_SECONDS = 15.0   # a job's start-up and exit before any is measured (imports, envs, the final write)
 POLL_SECONDS = 5.0
 UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
@@ -159,9 +160,18 @@ class Job:
     stopped: str = ""            # why the scheduler stopped it, if it did
 
 
-def _spawn(job: Job) -> None:
+def end_with_parent() -> None:
+    """In a cell's process (Linux): receive SIGTERM when the sweep that started it dies, however it
+    dies (SIGKILL included), so no cell trains on unwatched; SIGTERM makes it checkpoint and stop."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def spawn(job: Job) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    from rlsmooth.experiments.sweep import ROOT, _end_with_parent
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     if job.threads > 0:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(job.threads)
@@ -170,12 +180,12 @@ def _spawn(job: Job) -> None:
         f.write("$ " + " ".join(job.command) + "\n")
         f.flush()
         job.process = subprocess.Popen(job.command, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                       preexec_fn=_end_with_parent)
+                                       preexec_fn=end_with_parent)
     job.started = time.time()
     job.start_steps = [progress(c.run_dir)[0] for c in job.cells]
 
 
-def _stop(job: Job, why: str, grace: float = 120.0) -> None:
+def stop(job: Job, why: str, grace: float = 120.0) -> None:
     """SIGTERM (the run checkpoints and stops), then wait; SIGKILL after ``grace`` seconds."""
     job.stopped = why
     if job.process is None or job.process.poll() is not None:

@@ -26,7 +26,6 @@ import itertools
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -38,6 +37,9 @@ from rlsmooth.agents.preflight import load_train_config
 from rlsmooth.config.coerce import to_dict
 from rlsmooth.config.yaml_files import apply_overrides, load_yaml, parse_yaml
 from rlsmooth.errors import ConfigError
+from rlsmooth.experiments import schedule
+from rlsmooth.experiments.schedule import (ROOT, SAFETY, Job, clean_fresh, end_with_parent, format_seconds,
+                                           job_eta, progress, rate_for, remaining_steps)
 from rlsmooth.files import atomic_write_text, read_text
 from rlsmooth.population.members import shared_key
 from rlsmooth.training.rundir import CHECKPOINT, SUMMARY_FILE, has_run_content, in_use
@@ -45,7 +47,6 @@ from rlsmooth.training.runtime import available_cores, env_threads
 
 CELL_FILE = "sweep_cell.json"
 SHORTHAND = {"game": "env.game", "seed": "seed", "agent": "agent"}
-ROOT = Path(__file__).resolve().parents[2]   # the checkout: holds agents/ and rlsmooth/
 
 
 @dataclass
@@ -202,16 +203,6 @@ def cell_command(cell: Cell, base: Path, threads: int) -> list[str]:
     return command + (["--replace"] if cell.state == "restart" else [])
 
 
-def _end_with_parent() -> None:
-    """In a cell's process (Linux): receive SIGTERM when the sweep that started it dies, however it
-    dies (SIGKILL included), so no cell trains on unwatched; SIGTERM makes it checkpoint and stop."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def run_cell_process(command: list[str], log: str, cell_json: str, run_dir: str, axes: dict,
                      threads: int = 0) -> tuple[int, str]:
     """Run one cell as a subprocess (also the body of the Ray task); returns (exit code, last line).
@@ -230,7 +221,7 @@ def run_cell_process(command: list[str], log: str, cell_json: str, run_dir: str,
     with open(log, "a") as f:
         f.write("$ " + " ".join(command) + "\n")
         f.flush()
-        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=_end_with_parent)
+        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=end_with_parent)
     lines = [l for l in Path(log).read_text().splitlines() if l.strip()]
     return code, (lines[-1] if lines else "")
 
@@ -287,7 +278,6 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: b
 def print_status(sweep: Sweep, results: list[Path] = ()) -> list[Cell]:
     """``--status``: every cell's state, step, last evaluation and ETA, read from the run directories
     (a sweep running in another process, or one that has ended)."""
-    from rlsmooth.experiments.schedule import format_seconds, progress
     width = max(len(c.name) for c in sweep.cells)
     print(f"{'cell':{width}s}  {'state':18s}  {'step':>17s}  {'last eval':>9s}  ETA")
     for cell in sweep.cells:
@@ -334,7 +324,6 @@ def _plan_job(queue: list[Cell], population: int, rates: dict, deadline: float |
               overhead: float = 0.0) -> tuple[list[Cell], float]:
     """The next job from the front of the queue: the largest population (up to ``population``, of cells
     that may share a process) that fits before the deadline; ([], 0) when nothing fits."""
-    from rlsmooth.experiments.schedule import SAFETY, rate_for, remaining_steps
     now = time.time()
     for head in queue:
         group = [head]
@@ -354,7 +343,6 @@ def _plan_job(queue: list[Cell], population: int, rates: dict, deadline: float |
 def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, threads: int,
               deadline: float | None, results: list[Path] = ()) -> None:
     """Keep ``workers`` jobs running, a line for each start and end; see rlsmooth/experiments/schedule.py."""
-    from rlsmooth.experiments import schedule
     from rlsmooth.training.rundir import has_run_content, is_run_directory
     queue, running, total, ended = list(todo), [], len(todo), 0
     rates = schedule.measured_rates([sweep.out, *map(Path, results)], CELL_FILE)   # earlier sessions' runs too
@@ -415,13 +403,11 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
 
 
 def rate_text(job) -> str:
-    from rlsmooth.experiments.schedule import progress
     rates = [r for c in job.cells if (r := progress(c.run_dir)[1])]
     return f"{min(rates):.0f} agent steps/s per member" if rates else "rate"
 
 
 def _start_job(group: list[Cell], sweep: Sweep, threads: int):
-    from rlsmooth.experiments.schedule import Job, _spawn
     fresh = [c for c in group if c.state in ("pending", "restart")]
     if len(group) > 1:
         command, log, *_ = population_job(group, sweep, threads)
@@ -430,24 +416,22 @@ def _start_job(group: list[Cell], sweep: Sweep, threads: int):
         label_cell(cell.run_dir, cell.run_dir / CELL_FILE, {**cell.axes, "_members": 1})
         command, log = cell_command(cell, sweep.base, threads), str(cell.log)
     job = Job(group, command, Path(log), threads, fresh)
-    _spawn(job)
+    schedule.spawn(job)
     return job
 
 
 def _watch(job, deadline: float, rates: dict, queue: list[Cell]) -> None:
     """Stop a job that will not finish by the deadline (its own rate says so), or that reached it."""
-    from rlsmooth.experiments.schedule import _stop, job_eta
     now = time.time()
     if now >= deadline:
-        _stop(job, "stopped at the deadline (resumable)")
+        schedule.stop(job, "stopped at the deadline (resumable)")
     elif now - job.started < max(300.0, 0.1 * job.planned) and \
             now + job_eta(job, job.cells[0].total_steps, rates) > deadline:
         # only early in a job: later, a slow stretch (a paused or shared machine) must not throw work away
-        _stop(job, "stopped: it would not finish by the deadline")
+        schedule.stop(job, "stopped: it would not finish by the deadline")
 
 
 def _finish_job(job, code: int, is_rlsmooth_dir, queue: list[Cell]) -> None:
-    from rlsmooth.experiments.schedule import clean_fresh
     for cell in job.cells:
         if (cell.run_dir / SUMMARY_FILE).is_file() and (code in (0, 3) or len(job.cells) > 1 or job.stopped):
             cell.state = "finished"
@@ -469,7 +453,6 @@ def _finish_job(job, code: int, is_rlsmooth_dir, queue: list[Cell]) -> None:
 
 def _running_rates(running: list) -> dict[int, float]:
     """Per-member agent steps/s of the running jobs, by population size (their latest time/sps)."""
-    from rlsmooth.experiments.schedule import progress
     found: dict[int, list[float]] = {}
     for job in running:
         for cell in job.cells:
