@@ -203,7 +203,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from rlsmooth.experiments.evaluate_run import evaluate_run
     print(evaluate_run(Path(args.run_dir), args.episodes, args.device, args.greedy,
-                       Path(args.video) if args.video else None))
+                       Path(args.video) if args.video else None, args.epsilon, args.env))
     return 0
 
 
@@ -310,6 +310,11 @@ def _add_eval(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the policy runs (auto: CUDA when PyTorch finds it)")
     p.add_argument("--greedy", action="store_true", help="greedy policy (epsilon 0 / argmax of pi)")
+    p.add_argument("--epsilon", type=float, default=None,
+                   help="exploration rate of a value agent's policy (default: the run's loop.eval_epsilon)")
+    p.add_argument("--env", default="evaluation", choices=["evaluation", "training"],
+                   help="which kind of env to play on: as evaluation phases build it, or as the training loop does "
+                        "(reward clipping and life-loss terminals; returns are raw scores either way)")
     p.add_argument("--video", metavar="DIR", help="play the episodes one env at a time and write each as "
                    "DIR/episode_<i>.mp4 (Atari in full colour, MinAtar's grid; needs the video extra)")
     p.set_defaults(func=cmd_eval)

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 from rlsmooth.agents.ppo import build_actor_critic_learner as build_learner
 from rlsmooth.pieces.networks import heads_downstream
 from rlsmooth.config.sections import parse_train_config
@@ -54,6 +54,7 @@ def test_actor_critic_improves_on_chain(agent, extra, tmp_path):
     assert train[-1] > train[0] + 0.3       # random play mostly truncates at -0.2
     assert evals[-1] > 0.5
     assert "return" in run_cli("eval", out, "--episodes", "2", check=True).stdout
+    assert_one_line_error(run_cli("eval", out, "--epsilon", "0.1"), "--epsilon applies to value agents")
 
 
 def test_sn_on_critic_layers_leaves_actor_layers_alone(tmp_path):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli
 
 
 def metrics(run_dir, prefix=""):
@@ -32,6 +32,12 @@ def test_agent_learns_chain(agent, chain_config, tmp_path):
     assert list(out.glob("events.out.tfevents*"))
     eval_out = run_cli("eval", out, "--episodes", "3", check=True).stdout
     assert "return 0.96 ± 0.00 over 3 episodes" in eval_out
+    # one policy at one epsilon plays the same episodes on an evaluation env and on a training env
+    on_eval = run_cli("eval", out, "--episodes", "6", "--epsilon", "0.5", check=True).stdout.strip()
+    on_train = run_cli("eval", out, "--episodes", "6", "--epsilon", "0.5", "--env", "training", check=True).stdout.strip()
+    assert "at epsilon 0.5" in on_eval and on_train == on_eval + " on a training env"
+    assert_one_line_error(run_cli("eval", out, "--epsilon", "1.5"), "--epsilon must be in [0, 1]")
+    assert_one_line_error(run_cli("eval", out, "--epsilon", "0.1", "--greedy"), "contradict")
 
 
 def test_minatar_and_replay_ratio_with_many_envs(chain_config, tmp_path):

@@ -70,6 +70,28 @@ def test_training_rewards_clipped_evaluation_raw_under_both_protocols(protocol):
     assert not unclipped.clip_rewards
 
 
+@pytest.mark.parametrize("protocol", ["paper", "sticky"])
+def test_pong_evaluation_env_sees_the_training_envs_frames_for_the_same_seeds_and_actions(protocol):
+    """An evaluation env is the training env's game: same seeds and actions give the same frames,
+    scores and episode ends (only the learner's reward and life-loss terminals differ)."""
+    cfg = EnvConfig(suite="atari", game="pong", protocol=protocol)
+    seeds = SeedStreams(0).env_seeds(TRAIN_ENV, 2)
+    train, evaluation = make_vec_env(cfg, seeds, training=True), make_vec_env(cfg, seeds, training=False)
+    np.testing.assert_array_equal(train.reset(), evaluation.reset())
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(1500):   # a random Pong game lasts about 800-1000 agent steps
+        actions = rng.integers(0, train.num_actions, 2)
+        a, b = train.step(actions), evaluation.step(actions)
+        np.testing.assert_array_equal(a.obs, b.obs, err_msg=f"step {_}")
+        np.testing.assert_array_equal(a.raw_reward, b.raw_reward)
+        np.testing.assert_array_equal(a.episode_end, b.episode_end)
+        np.testing.assert_array_equal(a.final_obs[a.episode_end], b.final_obs[b.episode_end])
+        ends += int(a.episode_end.sum())
+    assert ends >= 1   # an episode ended and both envs reset it alike
+    train.close(), evaluation.close()
+
+
 def test_chain_env_terminal_truncation_and_autoreset():
     env = make_vec_env(EnvConfig(suite="test", game="chain"), SeedStreams(0).env_seeds(TRAIN_ENV, 2), training=True)
     obs = env.reset()

@@ -1,6 +1,7 @@
 """``rlsmooth eval RUN_DIR``: load a run's config and checkpoint, play evaluation episodes."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -35,10 +36,27 @@ def load_saved_run(run_dir: Path):
 
 
 def evaluate_run(run_dir: Path, episodes: int, device_name: str = "auto", greedy: bool = False,
-                 video: Path | None = None) -> str:
+                 video: Path | None = None, epsilon: float | None = None, env_kind: str = "evaluation") -> str:
+    """One line: the mean return of ``episodes`` whole episodes of the run's saved policy.
+
+    ``epsilon`` replaces ``loop.eval_epsilon`` (value agents), so a checkpoint can be scored at its
+    training epsilon; ``env_kind="training"`` plays on an env built as the training loop builds
+    its own (reward clipping and life-loss terminals on, returns still raw game scores), so the two
+    kinds of env can be compared on one policy.
+    """
     if episodes < 1:
         raise ConfigError("--episodes must be >= 1")
+    if env_kind not in ("evaluation", "training"):
+        raise ConfigError(f"--env must be evaluation or training, got {env_kind!r}")
     cfg, state, module = load_saved_run(run_dir)
+    if epsilon is not None:
+        if not 0.0 <= epsilon <= 1.0:
+            raise ConfigError(f"--epsilon must be in [0, 1], got {epsilon}")
+        if greedy:
+            raise ConfigError("--epsilon and --greedy contradict each other: give one")
+        if module.FAMILY != "value":
+            raise ConfigError(f"--epsilon applies to value agents (dqn, c51); {cfg.agent} samples its policy")
+        cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, eval_epsilon=epsilon))
     device = resolve_device(device_name)
     head = f"{cfg.agent} {cfg.env.suite}/{cfg.env.game} step {int(state['step'])}"
     seeds = SeedStreams(cfg.seed).env_seeds(EVAL_CLI, episodes if video is not None else
@@ -48,7 +66,7 @@ def evaluate_run(run_dir: Path, episodes: int, device_name: str = "auto", greedy
         returns = [e.episode_return for e in played]
         where = f"; videos in {video} ({played[0].frame_shape[1]}x{played[0].frame_shape[0]})"
     else:
-        env = make_vec_env(cfg.env, seeds, training=False)
+        env = make_vec_env(cfg.env, seeds, training=env_kind == "training")
         policy = module.load_policy(cfg, state, env, device, greedy)
         result = evaluate(env, policy, steps=cfg.loop.eval_steps, episodes=episodes, keep_states=0,
                           progress=True)
@@ -57,7 +75,9 @@ def evaluate_run(run_dir: Path, episodes: int, device_name: str = "auto", greedy
             return f"no episode finished within {cfg.loop.eval_steps * 100} agent steps"
         returns, where = result.returns, ""
     mean, std = float(np.mean(returns)), float(np.std(returns))
-    line = f"{head}: return {mean:.2f} ± {std:.2f} over {len(returns)} episodes{' (greedy)' if greedy else ''}"
+    policy_text = " (greedy)" if greedy else f" at epsilon {cfg.loop.eval_epsilon:g}" if module.FAMILY == "value" else ""
+    where_played = " on a training env" if env_kind == "training" else ""
+    line = f"{head}: return {mean:.2f} ± {std:.2f} over {len(returns)} episodes{policy_text}{where_played}"
     hns = human_normalized(cfg.env.game, mean) if cfg.env.suite == "atari" else math.nan
     if not math.isnan(hns):
         line += f"; human-normalised {hns:.3f}"

@@ -13,7 +13,8 @@ class Step(NamedTuple):
     raw_reward: np.ndarray   # (N,) float32, game score
     terminal: np.ndarray     # (N,) bool, no bootstrap after this transition
     episode_end: np.ndarray  # (N,) bool, episode over (terminated or truncated)
-    final_obs: np.ndarray    # (N, C, H, W), last obs of the episode where episode_end, else obs
+    final_obs: np.ndarray    # (N, C, H, W), last obs of the episode where episode_end; other rows are
+                             # unspecified (ale-py leaves them unwritten): read only the ended ones
 
 
 def training_reward(raw: np.ndarray, clip: bool) -> np.ndarray:
