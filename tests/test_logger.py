@@ -54,7 +54,8 @@ def test_tensorboard_carries_the_config_and_a_description_of_every_scalar(chain_
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from rlsmooth.training.logger import METRIC_DESCRIPTIONS
     out = tmp_path / "run"
-    run_cli("train", chain_config(steps=400), "spectral.track=[fc]", "--out", out, check=True)
+    run_cli("train", chain_config(steps=400), "spectral.track=[fc]", "optim.rho_scaling=lr+grad", "optim.rho_layers=[fc]",
+            "--out", out, check=True)
     events = EventAccumulator(str(out), size_guidance={"tensors": 0})
     events.Reload()
     texts = {tag: events.Tensors(tag)[0].tensor_proto.string_val[0].decode() for tag in events.Tags()["tensors"]

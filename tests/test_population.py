@@ -103,10 +103,11 @@ def test_stacked_adam_is_torch_adam_per_member():
     lrs, epss = [1e-3, 3e-4, 1e-2], [1e-8, 3.125e-4, 1e-4]
     optims = [torch.optim.Adam(ps, lr=lr, eps=eps) for ps, lr, eps in zip(solo, lrs, epss)]
 
-    class Net(torch.nn.Module):   # the two attributes StackedAdam reads
+    class Net(torch.nn.Module):   # the attributes StackedAdam reads
         def __init__(self):
             super().__init__()
             self.members = 3
+            self.rho_on = {}      # no rho layers
             self.weight = torch.nn.ParameterDict({"l": torch.nn.Parameter(torch.stack([p[0].detach() for p in solo]))})
             self.bias = torch.nn.ParameterDict({"l": torch.nn.Parameter(torch.stack([p[1].detach() for p in solo]))})
     net = Net()

@@ -210,6 +210,28 @@ def test_clamped_and_unclamped_rho(only_shrink, k):
         assert grad_div == 1.0 and lr_div == pytest.approx(sigma) and sigma > 1.0
 
 
+@pytest.mark.parametrize("mode", ["lr", "grad", "lr+grad", "divout"])
+def test_optimizer_step_reports_the_rho_gradient_norm_and_learning_rate_it_applied(mode):
+    """optim/rho, optim/grad_norm and optim/lr against sigma = ||W||_2 and the gradient computed apart."""
+    from rlsmooth.pieces.optim import optimizer_step
+    net, opt, scaler, est = make_pair(mode, lr=1e-3, only_shrink=True)
+    sigma = float(torch.linalg.matrix_norm(raw_weight(net.fc).detach(), 2))
+    assert sigma > 1.5   # the clamp max(rho, 1) does not hide the division
+    obs = torch.rand(4, 2, 10, 10)
+    net.eval()   # sigma stays as estimated
+    reference = copy.deepcopy(net)
+    reference(obs).square().mean().backward()
+    raw_grad = raw_weight(reference.fc).grad
+    metrics = optimizer_step(net, opt, scaler, net(obs).square().mean(), grad_clip=10.0)
+    assert set(metrics) == {"optim/rho/fc", "optim/grad_norm/fc", "optim/lr/fc"}
+    assert float(metrics["optim/rho/fc"]) == pytest.approx(sigma, rel=1e-3)
+    # grad modes divide the gradient before the step; divout's arrives divided (the copy divides its output too)
+    expected_norm = float(torch.linalg.vector_norm(raw_grad)) / (sigma if mode in ("grad", "lr+grad") else 1.0)
+    assert float(metrics["optim/grad_norm/fc"]) == pytest.approx(expected_norm, rel=1e-3)
+    assert float(metrics["optim/lr/fc"]) == pytest.approx(1e-3 / sigma if mode in ("lr", "lr+grad") else 1e-3, rel=1e-3)
+    assert optimizer_step(net, opt, None, net(obs).sum(), 0.0) == {}   # no rho scaling: nothing to report
+
+
 @pytest.mark.parametrize("k", [0.5, 2.0])
 def test_clamped_lr_grad_adam_step_by_hand(k):
     """One Adam step of the clamped lr+grad mode at k != 1 against the update written out by hand:

@@ -45,8 +45,9 @@ def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     loss, pg, v, ent = a2c_loss(dist.log_prob(rollout.action), adv, value, rollout.ret, dist.entropy(),
                                 algo.vf_coef, algo.ent_coef)
-    optimizer_step(net, optimizer, scaler, loss, cfg.optim.grad_clip)
-    return {"train/policy_loss": pg.detach(), "train/value_loss": v.detach(), "train/entropy": ent.detach()}
+    rho_metrics = optimizer_step(net, optimizer, scaler, loss, cfg.optim.grad_clip)
+    return {"train/policy_loss": pg.detach(), "train/value_loss": v.detach(), "train/entropy": ent.detach(),
+            **rho_metrics}
 
 
 def train(cfg: TrainConfig, run_dir: Path | None, resume: bool = False, sinks: list | None = None) -> dict:

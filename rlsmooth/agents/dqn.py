@@ -157,10 +157,11 @@ def build_q_learner(cfg: TrainConfig, head: ValueHead, obs_shape: tuple, num_act
 
 
 def update_step(learner: QLearner, head: ValueHead, batch: Batch, grad_clip: float) -> dict[str, torch.Tensor]:
-    """One gradient update on ``batch``: ``train/loss`` and the loss's own metrics (device tensors)."""
+    """One gradient update on ``batch``: ``train/loss``, the loss's own metrics and the rho layers'
+    ``optim/*`` (device tensors)."""
     loss, metrics = head.loss(learner.net, learner.target, batch)
-    optimizer_step(learner.net, learner.optimizer, learner.scaler, loss, grad_clip)
-    return {"train/loss": loss.detach(), **metrics}
+    rho_metrics = optimizer_step(learner.net, learner.optimizer, learner.scaler, loss, grad_clip)
+    return {"train/loss": loss.detach(), **metrics, **rho_metrics}
 
 
 def make_replay(cfg: TrainConfig, env, streams: SeedStreams, device: torch.device) -> FrameReplay:

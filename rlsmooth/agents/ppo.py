@@ -177,6 +177,7 @@ def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler
     stats = {"pg": 0.0, "v": 0.0, "ent": 0.0, "kl": 0.0, "clipfrac": 0.0}
     sums = {k: torch.zeros((), device=rollout.value.device) for k in stats}
     count = 0
+    rho_sums: dict[str, torch.Tensor] = {}   # the rho layers' optim/* metrics, averaged over minibatches
     for _ in range(algo.update_epochs):
         order = torch.randperm(size, device=rollout.value.device)
         for start in range(0, minibatch * algo.num_minibatches, minibatch):
@@ -191,7 +192,8 @@ def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler
             v = value_loss(value, rollout.ret[idx], rollout.value[idx], algo.clip_coef if algo.clip_value else 0.0)
             ent = dist.entropy().mean()
             loss = pg + algo.vf_coef * v - algo.ent_coef * ent
-            optimizer_step(net, optimizer, scaler, loss, cfg.optim.grad_clip)
+            for key, value in optimizer_step(net, optimizer, scaler, loss, cfg.optim.grad_clip).items():
+                rho_sums[key] = rho_sums[key] + value if key in rho_sums else value.clone()
             with torch.no_grad():
                 log_ratio = logprob - rollout.logprob[idx]
                 sums["kl"] += ((log_ratio.exp() - 1) - log_ratio).mean()
@@ -202,7 +204,8 @@ def update(net: ActorCritic, optimizer: torch.optim.Optimizer, scaler: RhoScaler
             count += 1
     names = {"pg": "train/policy_loss", "v": "train/value_loss", "ent": "train/entropy", "kl": "train/approx_kl",
              "clipfrac": "train/clipfrac"}
-    return {names[k]: x / count for k, x in sums.items()}   # device tensors: read on the host at log steps only
+    # device tensors: read on the host at log steps only
+    return {**{names[k]: x / count for k, x in sums.items()}, **{k: x / count for k, x in rho_sums.items()}}
 
 
 # -- the loop --------------------------------------------------------------------------------------

@@ -113,16 +113,39 @@ class RhoScaler:
                     weight.grad.div_(self.divisor(name))
 
 
+    def step_metrics(self, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+        """After :meth:`before_step`: per rho layer, the divisor its mode applies (``optim/rho``: the
+        gradient's for ``grad``, ``lr+grad`` and ``divout``, the learning rate's for ``lr``), the
+        norm of its weight gradient as the optimiser receives it (``optim/grad_norm``: after rho
+        scaling, before global-norm clipping) and the learning rate its weight is stepped with
+        (``optim/lr``).  Device tensors: read on the host at log steps only."""
+        lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+        metrics = {}
+        for name, layer in self.layers.items():
+            grad = raw_weight(layer).grad
+            rho = self.lr_divisor(name) if not (self.scale_grad or self.divide_output) else self.divisor(name)
+            lr = lrs.get(name, lrs["base"])
+            metrics[f"optim/rho/{name}"] = rho
+            metrics[f"optim/lr/{name}"] = lr if torch.is_tensor(lr) else torch.tensor(float(lr))
+            if grad is not None:
+                metrics[f"optim/grad_norm/{name}"] = torch.linalg.vector_norm(grad.detach())
+        return metrics
+
+
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: RhoScaler | None,
-                   loss: torch.Tensor, grad_clip: float) -> None:
-    """One gradient step: backward, rho scaling (if any), global-norm clipping (if > 0), step."""
+                   loss: torch.Tensor, grad_clip: float) -> dict[str, torch.Tensor]:
+    """One gradient step: backward, rho scaling (if any), global-norm clipping (if > 0), step.
+    Returns the rho scaler's :meth:`RhoScaler.step_metrics` (none without rho scaling)."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    metrics = {}
     if scaler is not None:
         scaler.before_step(optimizer)
+        metrics = scaler.step_metrics(optimizer)
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
+    return metrics
 
 
 def set_base_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -54,11 +54,32 @@ class StackedAdam:
         for g in grads:
             g.mul_(self._per_member(coef, g))
 
-    def step(self, mask: torch.Tensor) -> None:
-        """One Adam step for the members in ``mask`` (K,) bool, after ``backward``."""
+    def _rho_metrics(self, members: list[int]) -> dict[int, dict[str, torch.Tensor]]:
+        """Each member's ``optim/*`` of its rho layers, as its solo ``RhoScaler.step_metrics`` gives
+        them (after rho scaling, before clipping)."""
+        out: dict[int, dict[str, torch.Tensor]] = {k: {} for k in members}
+        for layer, on in self.net.rho_on.items():
+            grad = self.net.weight[layer.replace(".", "_")].grad
+            for k in members:
+                if not bool(on[k]):
+                    continue
+                by_grad = bool(self.rho_grad[layer][k]) or bool(self.net.divout[k])
+                rho = self.net.rho_divisor(layer, lr=not by_grad)[k]
+                lr = float(self.lr[k])
+                lr = self.net.rho_divisor(layer, lr=True)[k].reciprocal() * lr if bool(self.rho_lr[layer][k]) \
+                    else torch.tensor(lr)
+                out[k].update({f"optim/rho/{layer}": rho, f"optim/lr/{layer}": lr})
+                if grad is not None:
+                    out[k][f"optim/grad_norm/{layer}"] = torch.linalg.vector_norm(grad[k].detach())
+        return out
+
+    def step(self, mask: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
+        """One Adam step for the members in ``mask`` (K,) bool, after ``backward``; returns each
+        stepped member's rho-layer metrics (see :meth:`_rho_metrics`)."""
         self._scale_rho_grads()
-        self._clip()
         members = mask.nonzero().flatten().tolist()
+        metrics = self._rho_metrics(members)
+        self._clip()
         for k in members:
             self.step_counts[k] += 1
         groups: dict[tuple, list[list[torch.Tensor]]] = {}
@@ -81,6 +102,7 @@ class StackedAdam:
         for (_, eps), (params, grads, m, v, steps, lr) in groups.items():
             torch._fused_adam_(params, grads, m, v, [], steps, lr=lr, beta1=b1, beta2=b2, weight_decay=0.0, eps=eps,
                                amsgrad=False, maximize=False)
+        return metrics
 
     @property
     def steps(self) -> torch.Tensor:

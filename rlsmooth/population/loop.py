@@ -91,9 +91,10 @@ class Population:
         self.adam.zero_grad()
         loss, metrics = self.head.loss(self.net, self.target, batch)
         torch.where(mask, loss, torch.zeros_like(loss)).sum().backward()
-        self.adam.step(mask)
+        rho_metrics = self.adam.step(mask)
         for m in learners:
-            m.run.window.add({"train/loss": loss[m.index].detach(), **{k: v[m.index] for k, v in metrics.items()}})
+            m.run.window.add({"train/loss": loss[m.index].detach(), **{k: v[m.index] for k, v in metrics.items()},
+                              **rho_metrics[m.index]})
 
     def learn(self, active: list[Member]) -> None:
         algo, n = self.cfg.algo, self.cfg.env.num_envs

@@ -85,6 +85,13 @@ METRIC_DESCRIPTIONS = {
     "eval/episode_length": "mean length in agent steps of the evaluation episodes",
     "eval/episodes": "whole episodes in the evaluation phase",
     "spectral/sigma/<layer>": "top singular value of the layer's raw weight (power-iteration estimate)",
+    "optim/rho/<layer>": "mean over the window's updates of the divisor the rho-scaling mode applied to the layer "
+                         "(the gradient's under grad, lr+grad and divout, the learning rate's under lr; 1 where "
+                         "the clamp max(rho, 1) holds it)",
+    "optim/grad_norm/<layer>": "mean over the window's updates of the L2 norm of the layer's weight gradient as the "
+                               "optimiser received it (after rho scaling, before global-norm clipping)",
+    "optim/lr/<layer>": "mean over the window's updates of the learning rate the layer's weight was stepped with "
+                        "(the base rate divided by rho under lr and lr+grad)",
     "diagnostics/srank": "effective rank of the penultimate features on evaluation states",
     "diagnostics/lipschitz_mean": "mean input-gradient norm of the greedy Q-value on evaluation states",
     "diagnostics/lipschitz_max": "largest input-gradient norm of the greedy Q-value on evaluation states",

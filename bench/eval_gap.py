@@ -1,0 +1,132 @@
+"""Is an evaluation score lower than the training episodes' for a reason in the code, or by chance?
+
+    python bench/eval_gap.py scores RUN_DIR [RUN_DIR ...] [--episodes 100] [--window 50000]
+    python bench/eval_gap.py metrics METRICS_JSONL --from STEP --to STEP
+
+``scores`` plays each run's saved checkpoint (a value agent) on evaluation envs at the run's
+training epsilon (``algo.epsilon_end``) and at its evaluation epsilon (``loop.eval_epsilon``), and
+sets both beside the training episodes the run logged over the last ``--window`` agent steps before
+its checkpoint (the same policy, give or take that window's learning, at the training epsilon).
+That an evaluation env plays the training env's game for the same seeds and actions is a unit test
+(tests/test_envs.py); this script measures what is left: the exploration rate, and the training
+episodes' bookkeeping.
+
+``metrics`` reads one run's metrics.jsonl: its evaluation episodes against its training episodes
+over a step range, with a Welch interval of the difference.  metrics.jsonl logs a window's mean
+training return and its episode count, not each episode, so the training episodes' spread is
+estimated from the spread of the window means (each window mean's variance is the episodes'
+variance over its count); say so where the result is quoted.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rlsmooth.experiments.evaluate_run import load_saved_run  # noqa: E402
+from rlsmooth.pieces.envs import make_vec_env  # noqa: E402
+from rlsmooth.pieces.seeding import EVAL_CLI, SeedStreams  # noqa: E402
+from rlsmooth.training.evaluation import evaluate  # noqa: E402
+
+
+def welch(a_mean, a_var, a_n, b_mean, b_var, b_n) -> tuple[float, float, float]:
+    """Difference a - b of two means and its 95% Welch t-interval."""
+    from scipy import stats
+    se2 = a_var / a_n + b_var / b_n
+    df = se2 ** 2 / ((a_var / a_n) ** 2 / max(a_n - 1, 1) + (b_var / b_n) ** 2 / max(b_n - 1, 1)) if se2 > 0 else 1.0
+    half = float(stats.t.ppf(0.975, df)) * math.sqrt(se2)
+    diff = a_mean - b_mean
+    return diff, diff - half, diff + half
+
+
+def training_episodes(rows: list[dict], lo: int, hi: int) -> tuple[float, float, int]:
+    """(mean, estimated per-episode variance, episodes) of the training episodes logged in (lo, hi]."""
+    windows = [(r["train/episode_return"], int(r["train/episodes"])) for r in rows
+               if lo < r["step"] <= hi and "train/episode_return" in r and r.get("train/episodes")]
+    if not windows:
+        return math.nan, math.nan, 0
+    means = np.array([m for m, _ in windows])
+    counts = np.array([c for _, c in windows])
+    n = int(counts.sum())
+    mean = float((means * counts).sum() / n)
+    # Var(window mean) = sigma^2 / count, so sigma^2 is estimated by the count-weighted spread of window means
+    var = float((counts * (means - mean) ** 2).sum() / max(len(windows) - 1, 1)) if len(windows) > 1 else math.nan
+    return mean, var, n
+
+
+def rows_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def play(cfg, state, module, epsilon: float, episodes: int) -> list[float]:
+    cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, eval_epsilon=epsilon))
+    env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(EVAL_CLI, min(cfg.env.eval_num_envs, episodes)),
+                       training=False)
+    policy = module.load_policy(cfg, state, env, __import__("torch").device("cpu"))
+    result = evaluate(env, policy, steps=cfg.loop.eval_steps, episodes=episodes, keep_states=0)
+    env.close()
+    return result.returns
+
+
+def cmd_scores(args) -> None:
+    print("| run | step | training episodes (last window, eps_train) | eval env at eps_train | eval env at eps_eval | "
+          "eval(eps_train) - training [95% CI] | eval(eps_eval) - eval(eps_train) [95% CI] |")
+    print("|---|---|---|---|---|---|---|")
+    for run_dir in map(Path, args.runs):
+        cfg, state, module = load_saved_run(run_dir)
+        step = int(state["step"])
+        t_mean, t_var, t_n = training_episodes(rows_of(run_dir / "metrics.jsonl"), step - args.window, step)
+        at_train = np.array(play(cfg, state, module, cfg.algo.epsilon_end, args.episodes))
+        at_eval = np.array(play(cfg, state, module, cfg.loop.eval_epsilon, args.episodes))
+        d1 = welch(at_train.mean(), at_train.var(ddof=1), len(at_train), t_mean, t_var, t_n)
+        d2 = welch(at_eval.mean(), at_eval.var(ddof=1), len(at_eval), at_train.mean(), at_train.var(ddof=1), len(at_train))
+        print(f"| {run_dir.name} | {step:,} | {t_mean:.2f} (n={t_n}) | {at_train.mean():.2f} ± {at_train.std(ddof=1):.2f} "
+              f"(n={len(at_train)}, eps {cfg.algo.epsilon_end:g}) | {at_eval.mean():.2f} ± {at_eval.std(ddof=1):.2f} "
+              f"(n={len(at_eval)}, eps {cfg.loop.eval_epsilon:g}) | {d1[0]:+.2f} [{d1[1]:+.2f}, {d1[2]:+.2f}] | "
+              f"{d2[0]:+.2f} [{d2[1]:+.2f}, {d2[2]:+.2f}] |", flush=True)
+
+
+def cmd_metrics(args) -> None:
+    rows = rows_of(Path(args.metrics))
+    evals = [r for r in rows if args.lo <= r["step"] <= args.hi and r.get("eval/episodes")]
+    if not evals:
+        raise SystemExit(f"no evaluation in [{args.lo}, {args.hi}]")
+    n = sum(int(r["eval/episodes"]) for r in evals)
+    mean = sum(r["eval/episode_return"] * r["eval/episodes"] for r in evals) / n
+    # pooled variance of the phases' episodes: within-phase (np.std is the population std) plus between-phase
+    ss = sum(r["eval/episodes"] * (r["eval/episode_return_std"] ** 2 + (r["eval/episode_return"] - mean) ** 2) for r in evals)
+    var = ss / max(n - 1, 1)
+    t_mean, t_var, t_n = training_episodes(rows, args.lo, args.hi)
+    diff, lo, hi = welch(mean, var, n, t_mean, t_var, t_n)
+    print(f"evaluation episodes at steps {[r['step'] for r in evals]}: {mean:.2f} (sd {math.sqrt(var):.2f}, n={n})")
+    print(f"training episodes in ({args.lo:,}, {args.hi:,}]: {t_mean:.2f} (sd {math.sqrt(t_var):.2f} estimated from "
+          f"window means, n={t_n})")
+    print(f"evaluation - training: {diff:+.2f} [{lo:+.2f}, {hi:+.2f}] (95% Welch)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("scores")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--window", type=int, default=50_000, help="agent steps of training episodes before the checkpoint")
+    p.set_defaults(func=cmd_scores)
+    p = sub.add_parser("metrics")
+    p.add_argument("metrics")
+    p.add_argument("--from", dest="lo", type=int, required=True)
+    p.add_argument("--to", dest="hi", type=int, required=True)
+    p.set_defaults(func=cmd_metrics)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
