@@ -194,6 +194,23 @@ def test_last_n_auc_intervals_and_heatmap_of_an_extra_axis(tmp_path):
     assert "![heatmap](heatmap.png)" in (tmp_path / "rep" / "report.md").read_text()
 
 
+@pytest.mark.parametrize("rates", [(2.5e-4, 2.5e-3), (1e-4, 1e-3)], ids=["default swept", "default not swept"])
+def test_the_heat_map_marks_the_column_of_the_presets_own_setting(tmp_path, rates):
+    for lr in rates:
+        for v in ("baseline", "sn_fc"):
+            for seed in range(2):
+                d = synthetic_run(tmp_path / "r", f"{lr}-{v}-{seed}", "asterix", v, seed, [1.0, 2.0 + seed], suite="minatar",
+                                  optim={"name": "adam", "lr": lr})
+                (d / "sweep_cell.json").write_text(json.dumps({"variant": v, "seed": seed, "lr": str(lr)}))
+    compare([tmp_path / "r"], tmp_path / "rep", reps=50)
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert (tmp_path / "rep" / "heatmap.png").is_file()
+    if rates[0] == 2.5e-4:   # minatar_c51.yaml sets optim.lr: 2.5e-4
+        assert "the column marked (default) holds the preset's own setting (minatar_c51.yaml: optim.lr=0.00025)" in text
+    else:
+        assert "no column holds the preset's own setting (minatar_c51.yaml: optim.lr=0.00025)" in text
+
+
 def test_compare_without_the_report_extra_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     import importlib.util
     from rlsmooth.errors import ConfigError

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from rlsmooth.errors import ConfigError
 from rlsmooth.experiments.report import plots, tables
-from rlsmooth.experiments.report.runs import (Run, find_run_dirs, game_labels, load_run, split_variants,  # noqa: F401
+from rlsmooth.experiments.report.runs import (Run, default_extra, find_run_dirs, game_labels, load_run,  # noqa: F401
+                                             split_variants,
                                              variant_label)
 from rlsmooth.experiments.report.stats import (aggregates, cell_stats, comparison_step, improvement_probabilities,
                                                run_score, score_matrices)
@@ -109,10 +110,11 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
     frames = skips.pop() if len(skips) == 1 and all(r.suite == "atari" for r in runs) else None
     cores = sorted({r.core for r in runs}, key=lambda c: (not c.endswith(baseline), c))
     extras = sorted({r.extra for r in runs})
+    default, preset_values = default_extra(runs) if len(extras) >= 2 else (None, "")
     figures = [p for p in (plots.plot_curves(runs, rows, variants, out, frames, sigma=False),
                            plots.plot_curves(runs, rows, variants, out, frames, sigma=True),
                            plots.plot_heatmap(cells, rows, cores, extras, "last_n", out,
-                                              f"last-{last_n} mean")) if p]
+                                              f"last-{last_n} mean", default)) if p]
     lines = ["# rlsmooth comparison report", "", f"{len(runs)} runs used, {len(skipped)} skipped.", ""]
     if registered:
         lines += section(registered, verdicts, reps)
@@ -123,6 +125,9 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
     if not atari and all(r.suite != "atari" for r in runs):
         lines += ["No human-normalised aggregates: human reference scores exist for Atari games only.", ""]
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
+    if len(extras) >= 2 and preset_values:
+        lines += [f"Heat map: the column marked (default) holds the preset's own setting ({preset_values})." if default
+                  is not None else f"Heat map: no column holds the preset's own setting ({preset_values}).", ""]
     if len(extras) < 2:
         lines += ["No heat map: it draws a sweep axis besides game, seed and variant (a learning rate, a network "
                   "size) against the variants, and these runs have " + ("none" if extras == [""] else "one value of it")

@@ -97,8 +97,9 @@ def _axis_order(values: list[str]) -> list[str]:
 
 
 def plot_heatmap(table: dict, rows: list[str], cores: list[str], extras: list[str], metric: str,
-                 out: Path, label: str) -> Path | None:
-    """Mean ``metric`` per (variant, sweep-axis value), one panel per game, as the paper draws its grids."""
+                 out: Path, label: str, default: str | None = None) -> Path | None:
+    """Mean ``metric`` per (variant, sweep-axis value), one panel per game, as the paper draws its grids;
+    the column of ``default`` (the preset's own value of the axis) is labelled so."""
     if len(extras) < 2:
         return None
     plt = _pyplot()
@@ -119,7 +120,8 @@ def plot_heatmap(table: dict, rows: list[str], cores: list[str], extras: list[st
                     ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=7, color="white")
                 else:
                     ax.text(j, i, "no runs", ha="center", va="center", fontsize=6, color="grey")
-        ax.set_xticks(range(len(extras)), [e.split("=", 1)[-1] for e in extras], fontsize=7, rotation=30)
+        ax.set_xticks(range(len(extras)), [e.split("=", 1)[-1] + ("\n(default)" if e == default else "") for e in extras],
+                      fontsize=7, rotation=30)
         ax.set_yticks(range(len(cores)), cores, fontsize=7)
         ax.set_xlabel(extras[0].split("=", 1)[0] if "=" in extras[0] else "sweep axis", fontsize=8)
         ax.set_title(game, fontsize=9)

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from rlsmooth.config.coerce import to_dict
+from rlsmooth.errors import ConfigError
+
 CORE_AXES = ("game", "seed", "variant")
 """Sweep axes that identify a run rather than a variant (any other axis is part of the variant)."""
 
@@ -130,6 +133,47 @@ def treated_label(label: str, axes: dict | None, baseline: str = "baseline") -> 
 def variant_label(config: dict, axes: dict | None = None) -> str:
     """The core label with the sweep's other axes (e.g. a network size) appended."""
     return " ".join(p for p in (core_label(config), extra_label(axes)) if p)
+
+
+def extra_axis_keys(runs: list[Run]) -> list[str]:
+    """The config keys the non-variant sweep axes set: constant within each ``extra`` value, and
+    differing between them (the variants' own keys vary within an extra value and are not among them)."""
+    extras: dict[str, list[Run]] = {}
+    for r in runs:
+        extras.setdefault(r.extra, []).append(r)
+    if len(extras) < 2:
+        return []
+    keys = set.union(*(set(r.settings) for r in runs))
+    within = [k for k in keys if all(len({r.settings.get(k) for r in group}) == 1 for group in extras.values())]
+    return sorted(k for k in within if len({group[0].settings.get(k) for group in extras.values()}) > 1)
+
+
+def default_extra(runs: list[Run]) -> tuple[str | None, str]:
+    """The ``extra`` value whose axis keys hold the agent's preset values (the suite's default for
+    that agent and suite), and what the preset sets them to (``''`` when the runs mix agents or
+    suites, or have no extra axis).  None where no value matches: the default is then not swept."""
+    from rlsmooth.agents import AGENTS, algo_classes
+    from rlsmooth.config.sections import parse_train_config
+    from rlsmooth.config.yaml_files import load_yaml
+    from rlsmooth.experiments.schedule import ROOT
+    keys = extra_axis_keys(runs)
+    kinds = {(r.agent, r.suite) for r in runs}
+    if not keys or len(kinds) != 1:
+        return None, ""
+    agent, suite = kinds.pop()
+    preset = AGENTS[agent].PRESETS.get(suite) if agent in AGENTS else None
+    if preset is None or not (ROOT / "configs" / preset).is_file():
+        return None, ""
+    try:
+        defaults = identity_settings(to_dict(parse_train_config(load_yaml(ROOT / "configs" / preset), algo_classes())))
+    except ConfigError:
+        return None, ""
+    wanted = {k: defaults.get(k) for k in keys}
+    said = ", ".join(f"{k}={json.loads(v) if v is not None else '(unset)'}" for k, v in wanted.items())
+    for r in runs:
+        if all(r.settings.get(k) == v for k, v in wanted.items()):
+            return r.extra, f"{preset}: {said}"
+    return None, f"{preset}: {said}"
 
 
 def frames_per_step(config: dict) -> int:
