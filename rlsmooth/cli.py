@@ -255,6 +255,19 @@ def cmd_compare(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.peak:
+        import torch
+        from rlsmooth.experiments.bench_peak import run_peak_bench
+        try:
+            sizes = [int(k) for k in args.peak.split(",")]
+        except ValueError:
+            raise ConfigError(f"--peak {args.peak}: expected population sizes like 4,9,16") from None
+        if args.threads < 1 or args.gemm_size < 64:
+            raise ConfigError("--threads must be >= 1 and --gemm-size >= 64")
+        torch.set_num_threads(args.threads)
+        run_peak_bench(sizes, args.nets.split(","), args.precision.split(","), args.repeats, args.gemm_size, 0.5,
+                       args.json)
+        return 0
     if args.population:
         from rlsmooth.experiments.bench_population import NETS, run_population_bench
         try:
@@ -392,8 +405,13 @@ def _add_bench(sub) -> None:
     p.add_argument("--precision", default="fp32", metavar="P[,P...]",
                    help="loop.precision values to measure side by side (fp32,bf16): every loop and, for value "
                         "agents, the update alone, interleaved")
+    p.add_argument("--peak", default=None, metavar="K[,K...]",
+                   help="instead: the FLOPs of one stacked MinAtar DQN update of K members and the rate it reaches "
+                        "as a fraction of this machine's measured GEMM peak, per torso (--nets) and precision")
+    p.add_argument("--gemm-size", type=int, default=1024, help="with --peak: the square matrix product that measures "
+                   "the peak")
     p.add_argument("--nets", default="default,c32_h256",
-                   help="with --population: MinAtar torsos to measure (default, c32_h256 = the paper's largest)")
+                   help="with --population or --peak: MinAtar torsos to measure (default, c32_h256 = the paper's largest)")
     p.set_defaults(func=cmd_bench)
 
 

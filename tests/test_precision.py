@@ -67,3 +67,22 @@ def test_precision_is_recorded_and_a_resume_under_another_is_refused_by_key(chai
     (out / "config.yaml").write_text(text)
     assert_one_line_error(run_cli("train", "--resume", out), "loop.precision: 'bf16' → 'fp32'")
     assert_one_line_error(run_cli("train", "--resume", out, "loop.precision=bf16"), "cannot change loop.precision")
+
+
+def test_a_stacked_updates_flops_are_k_times_its_solo_updates_and_the_peak_bench_reports_them(tmp_path):
+    """The --peak bench counts K members' stacked update as K solo updates (counted apart, on the
+    solo learner) and reports a rate below the measured GEMM peak."""
+    import json
+    from conftest import run_cli
+    from rlsmooth.experiments.bench import update_timer
+    from rlsmooth.experiments.bench_peak import count_flops, member_config, population_update
+    solo = count_flops(update_timer(member_config("default", "fp32")))
+    assert solo > 0
+    for k in (1, 3):
+        assert population_update("default", k, "fp32")[1] == k * solo
+    out = tmp_path / "peak.json"
+    run_cli("bench", "--peak", "2", "--nets", "default", "--precision", "fp32,bf16", "--repeats", "1",
+            "--gemm-size", "128", "--json", out, check=True)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["members"], r["precision"]) for r in rows] == [(2, "fp32"), (2, "bf16")]
+    assert all(r["flops"] == 2 * solo and 0 < r["peak_fraction"] for r in rows)
