@@ -15,7 +15,7 @@
 # which cancels start-up and warm-up.  Ours is `rlsmooth bench`'s loop rate after its warm-up.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT_DIR=${OUT_DIR:-results/bench_cpu_side_by_side}
+OUT_DIR=$(realpath -m "${OUT_DIR:-results/bench_cpu_side_by_side}")
 ROUNDS=${ROUNDS:-3}
 PY=${PYTHON:-.venv/bin/python}
 CLEANRL_DIR=${CLEANRL_DIR:?set CLEANRL_DIR to a CleanRL checkout}
@@ -44,6 +44,7 @@ cleanrl_rate() {  # name, script, warm-up steps, short extra, long extra, args
   local a b
   a=$(cleanrl_seconds "$script" $((warm + short)) "$@")
   b=$(cleanrl_seconds "$script" $((warm + long)) "$@")
+  [ -n "$a" ] && [ -n "$b" ] || { echo "CleanRL $script did not run: see $OUT_DIR/cleanrl_stderr.log" | tee -a "$RAW" >&2; exit 1; }
   echo "cleanrl $name $(echo "($long - $short) / ($b - $a)" | bc -l) agent_steps/s (runs of $((warm + short)) and $((warm + long)) steps: $a s, $b s)" | tee -a "$RAW"
 }
 
