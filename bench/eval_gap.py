@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -69,7 +70,7 @@ def play(cfg, state, module, epsilon: float, episodes: int) -> list[float]:
     cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, eval_epsilon=epsilon))
     env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(EVAL_CLI, min(cfg.env.eval_num_envs, episodes)),
                        training=False)
-    policy = module.load_policy(cfg, state, env, __import__("torch").device("cpu"))
+    policy = module.load_policy(cfg, state, env, torch.device("cpu"))
     result = evaluate(env, policy, steps=cfg.loop.eval_steps, episodes=episodes, keep_states=0)
     env.close()
     return result.returns
