@@ -38,6 +38,9 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+"""The checkout's presets (configs/): what the bench and compare read an agent's defaults from."""
+
 MAX_NODES = 100_000
 """Values in one YAML document once its aliases are expanded (a config has a few hundred)."""
 

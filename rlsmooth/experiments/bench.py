@@ -19,7 +19,7 @@ from rlsmooth.agents import AGENTS
 from rlsmooth.agents.dqn import build_q_learner, epsilon_greedy, update_step
 from rlsmooth.agents.ppo import build_actor_critic_learner, sampling_policy
 from rlsmooth.agents.preflight import load_train_config
-from rlsmooth.config.yaml_files import load_yaml
+from rlsmooth.config.yaml_files import CONFIGS, load_yaml
 from rlsmooth.pieces.envs import make_vec_env
 from rlsmooth.pieces.replay import Batch, FrameReplay
 from rlsmooth.pieces.seeding import TRAIN_ENV, SeedStreams
@@ -27,7 +27,6 @@ from rlsmooth.training.logger import MemorySink
 from rlsmooth.training.runtime import resolve_device
 from rlsmooth.training.skeleton import maybe_compile
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"   # the checkout's presets
 DEFAULT_GAMES = {"atari": "breakout", "minatar": "breakout", "test": "chain"}
 
 

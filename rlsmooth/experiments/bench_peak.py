@@ -24,13 +24,12 @@ import torch
 
 from rlsmooth.agents import AGENTS
 from rlsmooth.agents.dqn import start_value_run
-from rlsmooth.config.yaml_files import load_yaml
+from rlsmooth.config.yaml_files import CONFIGS, load_yaml
 from rlsmooth.errors import ConfigError
+from rlsmooth.experiments.bench_population import NETS
 from rlsmooth.pieces.replay import Batch
 from rlsmooth.population.members import stack
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-NETS = {"default": "minatar_dqn.yaml", "c32_h256": "ablations/minatar_dqn_net_c32_h256.yaml"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 

@@ -22,10 +22,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from rlsmooth.config.yaml_files import CONFIGS
 from rlsmooth.errors import ConfigError
 from rlsmooth.training.runtime import available_cores
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 NETS = {"default": "minatar_dqn.yaml", "c32_h256": "ablations/minatar_dqn_net_c32_h256.yaml"}
 
 

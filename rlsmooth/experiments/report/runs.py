@@ -154,18 +154,17 @@ def default_extra(runs: list[Run]) -> tuple[str | None, str]:
     suites, or have no extra axis).  None where no value matches: the default is then not swept."""
     from rlsmooth.agents import AGENTS, algo_classes
     from rlsmooth.config.sections import parse_train_config
-    from rlsmooth.config.yaml_files import load_yaml
-    from rlsmooth.experiments.schedule import ROOT
+    from rlsmooth.config.yaml_files import CONFIGS, load_yaml
     keys = extra_axis_keys(runs)
     kinds = {(r.agent, r.suite) for r in runs}
     if not keys or len(kinds) != 1:
         return None, ""
     agent, suite = kinds.pop()
     preset = AGENTS[agent].PRESETS.get(suite) if agent in AGENTS else None
-    if preset is None or not (ROOT / "configs" / preset).is_file():
+    if preset is None or not (CONFIGS / preset).is_file():
         return None, ""
     try:
-        defaults = identity_settings(to_dict(parse_train_config(load_yaml(ROOT / "configs" / preset), algo_classes())))
+        defaults = identity_settings(to_dict(parse_train_config(load_yaml(CONFIGS / preset), algo_classes())))
     except ConfigError:
         return None, ""
     wanted = {k: defaults.get(k) for k in keys}
