@@ -112,7 +112,6 @@ class RhoScaler:
                 if weight.grad is not None:
                     weight.grad.div_(self.divisor(name))
 
-
     def step_metrics(self, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
         """After :meth:`before_step`: per rho layer, the divisor its mode applies (``optim/rho``: the
         gradient's for ``grad``, ``lr+grad`` and ``divout``, the learning rate's for ``lr``), the

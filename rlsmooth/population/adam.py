@@ -60,14 +60,14 @@ class StackedAdam:
         out: dict[int, dict[str, torch.Tensor]] = {k: {} for k in members}
         for layer, on in self.net.rho_on.items():
             grad = self.net.weight[layer.replace(".", "_")].grad
+            grad_divisor, lr_divisor = self.net.rho_divisor(layer), self.net.rho_divisor(layer, lr=True)   # (K,) each
             for k in members:
                 if not bool(on[k]):
                     continue
                 by_grad = bool(self.rho_grad[layer][k]) or bool(self.net.divout[k])
-                rho = self.net.rho_divisor(layer, lr=not by_grad)[k]
+                rho = grad_divisor[k] if by_grad else lr_divisor[k]
                 lr = float(self.lr[k])
-                lr = self.net.rho_divisor(layer, lr=True)[k].reciprocal() * lr if bool(self.rho_lr[layer][k]) \
-                    else torch.tensor(lr)
+                lr = lr_divisor[k].reciprocal() * lr if bool(self.rho_lr[layer][k]) else torch.tensor(lr)
                 out[k].update({f"optim/rho/{layer}": rho, f"optim/lr/{layer}": lr})
                 if grad is not None:
                     out[k][f"optim/grad_norm/{layer}"] = torch.linalg.vector_norm(grad[k].detach())

@@ -15,8 +15,7 @@ from pathlib import Path
 from rlsmooth.errors import ConfigError
 from rlsmooth.experiments.report import plots, tables
 from rlsmooth.experiments.report.runs import (Run, default_extra, find_run_dirs, game_labels, load_run,  # noqa: F401
-                                             split_variants,
-                                             variant_label)
+                                             split_variants, variant_label)
 from rlsmooth.experiments.report.stats import (aggregates, cell_stats, comparison_step, improvement_probabilities,
                                                run_score, score_matrices)
 from rlsmooth.pieces.scores import REFERENCE_SCORES
@@ -110,7 +109,7 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
     frames = skips.pop() if len(skips) == 1 and all(r.suite == "atari" for r in runs) else None
     cores = sorted({r.core for r in runs}, key=lambda c: (not c.endswith(baseline), c))
     extras = sorted({r.extra for r in runs})
-    default, preset_values = default_extra(runs) if len(extras) >= 2 else (None, "")
+    default, preset_values = default_extra(runs)   # (None, "") without a second extra-axis value
     figures = [p for p in (plots.plot_curves(runs, rows, variants, out, frames, sigma=False),
                            plots.plot_curves(runs, rows, variants, out, frames, sigma=True),
                            plots.plot_heatmap(cells, rows, cores, extras, "last_n", out,
@@ -125,7 +124,7 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
     if not atari and all(r.suite != "atari" for r in runs):
         lines += ["No human-normalised aggregates: human reference scores exist for Atari games only.", ""]
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
-    if len(extras) >= 2 and preset_values:
+    if preset_values:
         lines += [f"Heat map: the column marked (default) holds the preset's own setting ({preset_values})." if default
                   is not None else f"Heat map: no column holds the preset's own setting ({preset_values}).", ""]
     if len(extras) < 2:
