@@ -72,3 +72,14 @@ def test_config_changes_split_shaping_from_allowed():
     assert shaping == {"optim.lr": (1e-3, 2e-3)}
     assert allowed == {"loop.total_steps": (100, 200), "threads": (1, 2)}
     assert ckpt.describe(shaping) == "optim.lr: 0.001 → 0.002"
+
+
+def test_a_key_the_checkpoint_lacks_reads_as_its_default():
+    saved = {"loop": {"total_steps": 100}}
+    defaults = {"loop": {"total_steps": 0, "precision": "fp32"}}
+    assert ckpt.config_changes(saved, {"loop": {"total_steps": 100, "precision": "fp32"}}, defaults) == ({}, {})
+    shaping, _ = ckpt.config_changes(saved, {"loop": {"total_steps": 100, "precision": "bf16"}}, defaults)
+    assert shaping == {"loop.precision": ("fp32", "bf16")}
+    # without defaults a missing key is a change, as before
+    assert ckpt.config_changes(saved, {"loop": {"total_steps": 100, "precision": "fp32"}})[0] == \
+        {"loop.precision": (None, "fp32")}

@@ -300,3 +300,25 @@ def test_run_directory_removed_under_a_running_process(chain_config, tmp_path):
     lines = [line for line in err.splitlines() if line.startswith("error")]
     assert proc.returncode == 2 and len(lines) == 1 and "No such file or directory" in lines[0], err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_a_checkpoint_older_than_a_config_key_reads_the_key_as_its_default(chain_config, tmp_path):
+    """A checkpoint written before a key existed (here loop.precision) ran what the key's default
+    keeps: eval and resume accept it, and still refuse a checkpoint whose value differs."""
+    out = tmp_path / "run"
+    run_cli("train", chain_config(steps=200), "--out", out, check=True)
+    path = out / "checkpoints" / "latest.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["config"]["loop"]["precision"] == "fp32"
+    del state["config"]["loop"]["precision"]
+    torch.save(state, path)
+    assert "over 2 episodes" in run_cli("eval", out, "--episodes", "2", check=True).stdout
+    run_cli("train", "--resume", out, "--total-steps", "400", check=True)
+    assert json.loads((out / "summary.json").read_text())["step"] == 400
+    state = torch.load(path, weights_only=True)
+    state["config"]["loop"]["precision"] = "bf16"
+    torch.save(state, path)
+    before = files(out)
+    assert_one_line_error(run_cli("eval", out), "loop.precision: 'bf16' → 'fp32'")
+    assert_one_line_error(run_cli("train", "--resume", out, "--total-steps", "600"), "loop.precision: 'bf16' → 'fp32'")
+    assert files(out) == before

@@ -259,3 +259,8 @@ def parse_train_config(data: dict, algo_classes: dict[str, type]) -> TrainConfig
     require(0 <= cfg.threads <= 4096, f"threads must be in [0, 4096] (0 = all available cores), got {cfg.threads}")
     algo.check_against(cfg)   # checks that need other sections (e.g. replay size against num_envs)
     return cfg
+
+
+def default_config_like(cfg: TrainConfig) -> dict:
+    """``cfg``'s agent with every field, its algo section's included, at its default (as a nested dict)."""
+    return dataclasses.asdict(TrainConfig(agent=cfg.agent, algo=type(cfg.algo)()))

@@ -9,7 +9,7 @@ import numpy as np
 
 from rlsmooth.agents import AGENTS, algo_classes
 from rlsmooth.config.coerce import to_dict
-from rlsmooth.config.sections import parse_train_config
+from rlsmooth.config.sections import default_config_like, parse_train_config
 from rlsmooth.errors import ConfigError
 from rlsmooth.experiments.video import record
 from rlsmooth.pieces.envs import make_vec_env
@@ -28,7 +28,7 @@ def load_saved_run(run_dir: Path):
     if "net" not in state:
         raise ConfigError(f"checkpoint {path} lacks 'net': it is damaged or was written by something else")
     ckpt.check(state, path)
-    shaping, _ = ckpt.config_changes(state["config"], to_dict(cfg))
+    shaping, _ = ckpt.config_changes(state["config"], to_dict(cfg), default_config_like(cfg))
     if shaping:
         raise ConfigError(f"{Path(run_dir) / 'config.yaml'} disagrees with its checkpoint: {ckpt.describe(shaping)}; "
                           f"the checkpoint's network belongs to the run it was written by")

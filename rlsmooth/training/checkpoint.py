@@ -135,9 +135,14 @@ def resumable(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
 
 
-def config_changes(saved: dict, current: dict) -> tuple[dict, dict]:
-    """(changes that shape the run, changes allowed on resume): {key: (checkpoint's value, config.yaml's)}."""
+def config_changes(saved: dict, current: dict, defaults: dict | None = None) -> tuple[dict, dict]:
+    """(changes that shape the run, changes allowed on resume): {key: (checkpoint's value, config.yaml's)}.
+
+    ``defaults`` (a config of the same agent with every field at its default): a key the checkpoint's
+    config lacks reads as its default there, since a checkpoint written before the key existed ran
+    the behaviour that its default keeps."""
     old, new = flatten(saved), flatten(current)
+    old = {**{k: v for k, v in flatten(defaults or {}).items() if k not in old}, **old}
     changed = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
     return ({k: v for k, v in changed.items() if not resumable(k)},
             {k: v for k, v in changed.items() if resumable(k)})

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from rlsmooth.config.coerce import to_dict
-from rlsmooth.config.sections import TrainConfig
+from rlsmooth.config.sections import TrainConfig, default_config_like
 from rlsmooth.errors import ConfigError
 from rlsmooth.pieces import seeding
 from rlsmooth.pieces.envs import make_vec_env
@@ -74,7 +74,7 @@ def load_checked(run_dir: Path, cfg: TrainConfig) -> tuple[dict, dict]:
     path = run_dir / CHECKPOINT
     state = ckpt.load(path)
     ckpt.check(state, path)
-    shaping, allowed = ckpt.config_changes(state["config"], to_dict(cfg))
+    shaping, allowed = ckpt.config_changes(state["config"], to_dict(cfg), default_config_like(cfg))
     if shaping:
         raise ConfigError(f"{run_dir / 'config.yaml'} changed since its checkpoint (step {state['step']:,}): "
                           f"{ckpt.describe(shaping)}; a resumed run must be the same run (only the budget, logging, "
