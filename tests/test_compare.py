@@ -1,4 +1,5 @@
 """compare: per-game tables, aggregates against independent computations, labels and plots."""
+import itertools
 import json
 import math
 
@@ -311,3 +312,24 @@ def test_intervals_from_few_seeds_are_marked_and_a_missing_heat_map_is_explained
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "Unreliable intervals (marked †):** 2 seeds per cell" in text and "[1.00, 1.00]†" in text
     assert "No heat map:" in text
+
+
+def test_sigma_table_reads_each_run_at_the_comparison_step(tmp_path):
+    """The report's sigma table: per (game, variant, layer) the mean and t-interval of the sigma each run
+    recorded at the table's comparison step, computed here from the metric lines themselves."""
+    from scipy import stats
+    sigmas = {}
+    for v, seed in itertools.product(("baseline", "sn_fc"), range(3)):
+        start = 2.0 + seed + (5.0 if v == "baseline" else 0.0)
+        length = 3 if (v, seed) == ("sn_fc", 2) else 4   # one run stops early: all are compared at 3,000
+        synthetic_run(tmp_path / "runs", f"{v}-{seed}", "pong", v, seed, [1.0] * length, sigma=start)
+        sigmas.setdefault(v, []).append(start + 2)      # sigma + i at step 1000 (i + 1), i = 2
+    compare([tmp_path / "runs"], tmp_path / "rep", reps=50)
+    lines = [line for line in (tmp_path / "rep" / "report.md").read_text().splitlines() if line.startswith("| pong |")
+             and "| fc |" in line]
+    assert len(lines) == 2
+    for v, line in zip(("baseline", "sn_fc"), lines):
+        values = np.array(sigmas[v])
+        half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3)
+        assert line == (f"| pong | {v} | fc | 3 | {values.mean():.2f} [{values.mean() - half:.2f}, "
+                        f"{values.mean() + half:.2f}] | 3,000 |")

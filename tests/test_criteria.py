@@ -116,3 +116,76 @@ def test_one_seed_per_cell_gives_no_verdict(tmp_path):
     path.write_text(yaml.safe_dump(CRITERIA))
     result = compare([tmp_path / "runs"], tmp_path / "rep", reps=50, criteria=path)
     assert all(r.verdict == "undecided" and "one seed" in r.problem for r in result["criteria"])
+
+
+def precision_study(root, shift, seeds, rng_seed=1):
+    """Two games x baseline x precision fp32 / bf16; bf16 adds ``shift`` to every return."""
+    rng = np.random.default_rng(rng_seed)
+    finals = {}
+    for game, precision, seed in itertools.product(("asterix", "breakout"), ("fp32", "bf16"), range(seeds)):
+        curve = list(5.0 + (shift if precision == "bf16" else 0.0) + rng.normal(0, 1, size=4))
+        finals[(game, precision, seed)] = curve[-1]
+        d = synthetic_run(root, f"{game}-{precision}-{seed}", game, "baseline", seed, curve, suite="minatar")
+        (d / "sweep_cell.json").write_text(json.dumps({"game": game, "variant": "baseline", "seed": seed,
+                                                       "precision": precision}))
+    return finals
+
+
+ACROSS_LEVELS = {"score": "last_n", "min_seeds": 4, "criteria": [
+    {"name": "bf16 as fp32", "treatment": "baseline", "axis": "precision", "at": "bf16", "baseline_at": "fp32",
+     "statistic": "probability", "score": "final", "equivalent_within": [0.3, 0.7]},
+    {"name": "bf16 minus fp32", "treatment": "baseline", "axis": "precision", "at": "bf16", "baseline_at": "fp32",
+     "score": "final", "equivalent_within": [-1.0, 1.0]},
+]}
+
+
+def test_one_variant_across_levels_matches_an_independent_computation(tmp_path):
+    """P(bf16 > fp32) and the mean difference of one variant's final scores, pooled over games, against
+    plain loops and a bootstrap of their own; equivalence verdicts on no shift and on a large one."""
+    path = tmp_path / "criteria.yaml"
+    path.write_text(yaml.safe_dump(ACROSS_LEVELS))
+    finals = precision_study(tmp_path / "same", shift=0.0, seeds=30)
+    result = compare([tmp_path / "same"], tmp_path / "rep", reps=2000, criteria=path)
+    got = {r.criterion.name: r for r in result["criteria"]}
+
+    def cellv(game, precision):
+        return np.array([x for (g, p, _), x in sorted(finals.items()) if (g, p) == (game, precision)])
+
+    def pooled(draw, stat):
+        per = []
+        for game in ("asterix", "breakout"):
+            t, b = draw(cellv(game, "bf16")), draw(cellv(game, "fp32"))
+            per.append(t.mean() - b.mean() if stat == "mean" else
+                       np.mean([1.0 if x > y else 0.5 if x == y else 0.0 for x in t for y in b]))
+        return np.mean(per)
+    rng = np.random.default_rng(7)
+    for name, stat in (("bf16 as fp32", "probability"), ("bf16 minus fp32", "mean")):
+        boot = [pooled(lambda a: rng.choice(a, size=len(a)), stat) for _ in range(1000)]
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        assert got[name].estimate == pytest.approx(pooled(lambda a: a, stat), abs=1e-9), name
+        assert got[name].interval == pytest.approx((lo, hi), abs=0.1 * (hi - lo)), name
+        assert got[name].verdict == "holds", name    # 30 seeds with no shift: inside both margins
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert ("baseline at precision=bf16 against baseline at precision=fp32, P(precision=bf16 > precision=fp32) of the final "
+            "evaluation = ") in text and "no difference detected" in text
+
+    precision_study(tmp_path / "shifted", shift=4.0, seeds=8)
+    result = compare([tmp_path / "shifted"], tmp_path / "rep2", reps=500, criteria=path)
+    assert [r.verdict for r in result["criteria"]] == ["fails", "fails"]
+    assert "a difference detected" in (tmp_path / "rep2" / "report.md").read_text()
+
+
+def test_bad_level_contrasts_are_one_line(tmp_path):
+    precision_study(tmp_path / "runs", shift=0.0, seeds=2)
+    path = tmp_path / "criteria.yaml"
+    base = {"name": "x", "treatment": "baseline", "axis": "precision", "at": "bf16", "baseline_at": "fp32"}
+    for bad, needle in (({**base, "versus": "fp32"}, "do not go together"),
+                        ({"name": "x", "treatment": "baseline"}, "name the baseline's level with 'baseline_at'"),
+                        ({**base, "equivalent_within": [0.6, 0.4]}, "low < high"),
+                        ({**base, "equivalent_within": [0.1, 0.2]}, "must contain 0"),
+                        ({**base, "equivalent_within": [-1, 1], "holds_above": 0}, "replaces holds_above"),
+                        ({**base, "score": "best"}, "score must be one of")):
+        path.write_text(yaml.safe_dump({"criteria": [bad]}))
+        assert_one_line_error(run_cli("compare", tmp_path / "runs", "--out", tmp_path / "bad", "--criteria", path),
+                              needle)
+        assert not (tmp_path / "bad").exists()

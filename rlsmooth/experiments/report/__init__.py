@@ -17,7 +17,7 @@ from rlsmooth.experiments.report import plots, tables
 from rlsmooth.experiments.report.runs import (Run, default_extra, find_run_dirs, game_labels, load_run,  # noqa: F401
                                              split_variants, variant_label)
 from rlsmooth.experiments.report.stats import (aggregates, cell_stats, comparison_step, improvement_probabilities,
-                                               run_score, score_matrices)
+                                               run_score, score_matrices, sigma_cells)
 from rlsmooth.pieces.scores import REFERENCE_SCORES
 
 REPORT_MODULES = ("rliable", "matplotlib", "scipy")
@@ -118,6 +118,7 @@ def compare(paths: list[Path], out: Path, baseline: str = "baseline", reps: int 
     if registered:
         lines += section(registered, verdicts, reps)
     lines += tables.cell_table(cells, rows, variants, last_n, at_steps)
+    lines += tables.sigma_table(sigma_cells(runs, at_steps), at_steps)
     lines += tables.step_notes(runs, rows, at_steps)
     lines += tables.improvement_section(poi, reasons, seeds, last_n)
     lines += tables.aggregates_section(agg, atari)

@@ -19,6 +19,21 @@ A criteria file is written before the runs, beside the sweep::
 Without ``versus`` a criterion is a plain contrast at one level (``at``, or the only level): the
 improvement of the treatment over the baseline (mean difference, or P(treatment > baseline) with a
 default threshold of 0.5).  With ``versus`` it is the improvement at ``at`` minus that at ``versus``.
+With ``baseline_at`` the baseline is read at another level of the axis than the treatment, so one
+variant can be compared with itself across the axis (bf16 against fp32)::
+
+      - name: bf16 trains the baseline as fp32 does
+        treatment: baseline
+        axis: precision
+        at: bf16
+        baseline_at: fp32
+        statistic: probability
+        score: auc                    # this criterion's own score (default: the file's)
+        equivalent_within: [0.36, 0.64]
+
+``equivalent_within`` makes it a test of equivalence: it **holds** when the whole interval lies inside
+the margin, **fails** when the whole interval lies outside it, and is undecided otherwise; its line
+also says whether the interval excludes no difference at all (0 for a mean, 0.5 for a probability).
 Per game the statistic is computed from the runs' scores; games are pooled by their mean.  The
 interval is a stratified bootstrap: every (game, variant, level) cell's seeds are resampled with
 replacement, ``reps`` times.
@@ -50,6 +65,14 @@ class Criterion:
     holds_above: float | None = None
     fails_below: float | None = None
     games: list[str] | None = None
+    baseline_at: str | None = None      # the baseline's level of the axis, when not the treatment's
+    score: str | None = None            # this criterion's score, when not the file's
+    equivalent_within: list[float] | None = None   # [low, high]: a test of equivalence
+
+    @property
+    def null(self) -> float:
+        """The value of no difference at all."""
+        return 0.5 if self.statistic == "probability" and self.versus is None else 0.0
 
     @property
     def threshold(self) -> float:
@@ -64,6 +87,10 @@ class Criterion:
     def contrast(self) -> str:
         what = "mean difference" if self.statistic == "mean" else "P(treatment > baseline)"
         where = f" at {self.axis}={self.at}" if self.at is not None else ""
+        if self.baseline_at is not None:
+            if self.statistic == "probability":
+                what = f"P({self.axis}={self.at} > {self.axis}={self.baseline_at})"
+            return f"{self.treatment}{where} against {self.baseline} at {self.axis}={self.baseline_at}, {what}"
         if self.versus is not None:
             return f"({self.treatment} - {self.baseline}){where} minus at {self.axis}={self.versus}, {what}"
         return f"{self.treatment} against {self.baseline}{where}, {what}"
@@ -105,7 +132,7 @@ def load_criteria(path: Path) -> Criteria:
         for key in ("name", "treatment"):
             if not isinstance(entry.get(key), str) or not entry[key]:
                 raise ConfigError(f"{where}: '{key}' must be a non-empty string")
-        values = {k: (str(v) if k in ("at", "versus") and v is not None else v) for k, v in entry.items()}
+        values = {k: (str(v) if k in ("at", "versus", "baseline_at") and v is not None else v) for k, v in entry.items()}
         crit = Criterion(**values)
         if crit.statistic not in STATISTICS:
             raise ConfigError(f"{where}: statistic must be mean or probability, got {crit.statistic!r}")
@@ -117,10 +144,36 @@ def load_criteria(path: Path) -> Criteria:
                 raise ConfigError(f"{where}: {key} must be a number")
         if crit.fail_threshold > crit.threshold:
             raise ConfigError(f"{where}: fails_below must not exceed holds_above")
+        problem = _level_problem(crit)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
         if crit.games is not None and (not isinstance(crit.games, list) or not all(isinstance(g, str) for g in crit.games)):
             raise ConfigError(f"{where}: games must be a list of game names")
         items.append(crit)
     return Criteria(path, score, min_seeds, items)
+
+
+def _level_problem(crit: Criterion) -> str:
+    """What is wrong with a criterion's baseline level, score or equivalence margin ('' for nothing)."""
+    if crit.baseline_at is not None:
+        if not crit.axis or crit.at is None:
+            return "'baseline_at' needs an 'axis' and the treatment's level 'at'"
+        if crit.versus is not None:
+            return "'baseline_at' and 'versus' do not go together: one compares two levels, the other two gaps"
+    elif crit.treatment == crit.baseline:
+        return "treatment and baseline are one variant: name the baseline's level with 'baseline_at'"
+    if crit.score is not None and crit.score not in SCORES:
+        return f"score must be one of {', '.join(SCORES)}, got {crit.score!r}"
+    margin = crit.equivalent_within
+    if margin is not None:
+        if (not isinstance(margin, list) or len(margin) != 2 or
+                not all(isinstance(m, (int, float)) and not isinstance(m, bool) for m in margin) or margin[0] >= margin[1]):
+            return "equivalent_within must be [low, high] with low < high"
+        if crit.holds_above is not None or crit.fails_below is not None:
+            return "equivalent_within replaces holds_above and fails_below"
+        if not margin[0] < crit.null < margin[1]:
+            return f"equivalent_within must contain {crit.null:g}, the value of no difference"
+    return ""
 
 
 # -- the statistics (pure functions of score arrays) ------------------------------------------------
@@ -165,6 +218,15 @@ def verdict(lo: float, hi: float, holds_above: float, fails_below: float) -> str
     return "undecided"
 
 
+def equivalence_verdict(lo: float, hi: float, margin: list[float]) -> str:
+    """Holds when the interval lies inside the margin, fails when it lies wholly outside it."""
+    if margin[0] < lo and hi < margin[1]:
+        return "holds"
+    if hi < margin[0] or lo > margin[1]:
+        return "fails"
+    return "undecided"
+
+
 @dataclass
 class Result:
     criterion: Criterion
@@ -185,12 +247,14 @@ def evaluate(criteria: Criteria, runs: list, scores: dict, reps: int) -> list[Re
     """Each criterion's estimate, interval and verdict from the runs' scores (``score`` of the file)."""
     results = []
     for crit in criteria.items:
-        keys = {"T@at": (crit.treatment, crit.at), "B@at": (crit.baseline, crit.at)}
+        keys = {"T@at": (crit.treatment, crit.at),
+                "B@at": (crit.baseline, crit.baseline_at if crit.baseline_at is not None else crit.at)}
+        score = crit.score or criteria.score
         if crit.versus is not None:
             keys |= {"T@versus": (crit.treatment, crit.versus), "B@versus": (crit.baseline, crit.versus)}
 
         def cell(game: str, variant: str, level: str | None) -> np.ndarray:
-            values = [getattr(scores[r.path], criteria.score) for r in runs
+            values = [getattr(scores[r.path], score) for r in runs
                       if r.row == game and r.core == variant
                       and (crit.axis is None or level is None or _level_of(r, crit.axis) == level)]
             return np.array([v for v in values if v is not None and np.isfinite(v)], dtype=float)
@@ -211,8 +275,9 @@ def evaluate(criteria: Criteria, runs: list, scores: dict, reps: int) -> list[Re
             continue
         estimate = contrast_value(cells, crit.statistic, crit.versus is not None)
         lo, hi = bootstrap_interval(cells, crit.statistic, crit.versus is not None, reps)
-        results.append(Result(crit, games, seeds, estimate, (lo, hi),
-                              verdict(lo, hi, crit.threshold, crit.fail_threshold)))
+        reading = (equivalence_verdict(lo, hi, crit.equivalent_within) if crit.equivalent_within is not None
+                   else verdict(lo, hi, crit.threshold, crit.fail_threshold))
+        results.append(Result(crit, games, seeds, estimate, (lo, hi), reading))
     return results
 
 
@@ -222,7 +287,9 @@ def section(criteria: Criteria, results: list[Result], reps: int) -> list[str]:
     lines = ["## Pre-registered criteria", "",
              f"From `{criteria.path.name}`; score: {names[criteria.score]}; 95% stratified-bootstrap intervals "
              f"({reps} resamples of every cell's seeds). A criterion **holds** when its whole interval lies above "
-             f"its threshold, **fails** when it lies below its failure threshold, and is **undecided** otherwise.", ""]
+             f"its threshold, **fails** when it lies below its failure threshold, and is **undecided** otherwise."
+             + (" A test of equivalence **holds** when its whole interval lies inside its margin and **fails** when "
+                "the whole interval lies outside it." if any(c.equivalent_within for c in criteria.items) else ""), ""]
     few = [r for r in results if 0 < r.seeds < criteria.min_seeds]
     for r in results:
         c = r.criterion
@@ -230,9 +297,17 @@ def section(criteria: Criteria, results: list[Result], reps: int) -> list[str]:
             lines.append(f"- **undecided**: {c.name}: {c.contrast()}: not evaluated ({r.problem})")
             continue
         caveat = f"; {r.seeds} seeds per cell: interval unreliable" if r.seeds < criteria.min_seeds else ""
-        lines.append(f"- **{r.verdict}**: {c.name}: {c.contrast()} = {r.estimate:.3f} "
-                     f"[{r.interval[0]:.3f}, {r.interval[1]:.3f}] over {', '.join(r.games)} "
-                     f"(holds above {c.threshold:g}, fails below {c.fail_threshold:g}{caveat})")
+        scored = f" of the {names[c.score]}" if c.score and c.score != criteria.score else ""
+        if c.equivalent_within is not None:
+            low, high = c.equivalent_within
+            contains = r.interval[0] <= c.null <= r.interval[1]
+            rule = (f"equivalent within [{low:g}, {high:g}]; the interval "
+                    + (f"contains {c.null:g}: no difference detected" if contains
+                       else f"excludes {c.null:g}: a difference detected"))
+        else:
+            rule = f"holds above {c.threshold:g}, fails below {c.fail_threshold:g}"
+        lines.append(f"- **{r.verdict}**: {c.name}: {c.contrast()}{scored} = {r.estimate:.3f} "
+                     f"[{r.interval[0]:.3f}, {r.interval[1]:.3f}] over {', '.join(r.games)} ({rule}{caveat})")
     if few:
         lines += ["", f"Intervals from fewer than {criteria.min_seeds} seeds per cell are unreliable: a percentile "
                       f"bootstrap of 2-4 values cannot show the spread of the score they were drawn from, and its "

@@ -119,6 +119,27 @@ def improvement_probabilities(matrices: dict[str, np.ndarray], baseline: str, re
             for v in pairs}
 
 
+def sigma_at(run: Run, layer: str, at_step: int | None) -> float | None:
+    """The run's last recorded sigma of ``layer`` at or before ``at_step`` (its last one for a run that
+    ended early, or with no common step); None where it has none."""
+    curve = run.sigma_curves.get(layer) or []
+    if not (run.ended_early or at_step is None):
+        curve = [c for c in curve if c[0] <= at_step]
+    return curve[-1][1] if curve else None
+
+
+def sigma_cells(runs: list[Run], at_steps: dict[str, int | None]) -> dict[tuple[str, str, str], tuple]:
+    """{(row, variant, layer): (runs, mean, t low, t high)} of the sigma each run had at its table's
+    comparison step, for every layer any run of the row tracked."""
+    cells: dict[tuple[str, str, str], list[float]] = {}
+    for r in runs:
+        for layer in r.sigma_curves:
+            value = sigma_at(r, layer, at_steps.get(r.row))
+            if value is not None:
+                cells.setdefault((r.row, r.variant, layer), []).append(value)
+    return {k: (len(v), float(np.mean(v)), *t_interval(np.array(v))) for k, v in sorted(cells.items())}
+
+
 def curve_band(curves: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps of any curve, the mean over the curves that have each step, and its t-interval (NaN where
     fewer than two curves have the step)."""

@@ -76,6 +76,22 @@ def cell_table(cells: dict[tuple[str, str], CellStats], rows: list[str], variant
     return lines + [""]
 
 
+def sigma_table(sigma: dict[tuple[str, str, str], tuple], at_steps: dict[str, int | None]) -> list[str]:
+    """Each tracked layer's spectral norm at the comparison step, per game and variant."""
+    if not sigma:
+        return []
+    lines = ["## Per game: spectral norm of the tracked layers", "",
+             "sigma of each tracked layer's trainable weight (for a normalised layer, the weight before SN "
+             "divides it by sigma), as the power iteration estimated it, at the last record at or before the "
+             "table's comparison step: mean over runs with a 95% Student-t interval.", "",
+             "| game | variant | layer | runs | sigma [95% t] | at step |", "|---|---|---|---|---|---|"]
+    for (g, v, layer), (n, mean, lo, hi) in sigma.items():
+        step = at_steps.get(g)
+        lines.append(f"| {g} | {v} | {layer} | {n} | {fmt(mean)} [{fmt(lo)}, {fmt(hi)}] | "
+                     f"{'last record' if step is None else f'{step:,}'} |")
+    return lines + [""]
+
+
 def step_notes(runs: list[Run], rows: list[str], at_steps: dict[str, int | None]) -> list[str]:
     """Which tables hold runs that stopped at different steps, and where they are compared."""
     lines = []
