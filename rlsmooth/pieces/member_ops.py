@@ -4,8 +4,8 @@ A solo network calls these with one member (``x[None]``) and a population's stac
 so a population member computes exactly what its solo run computes, bit for bit: every kernel used
 here gives each member's result independently of how many members share the call.
 
-* Linear layers are one batched matrix product (``baddbmm``); its forward and its autograd backward
-  (``bmm``) are member-count invariant.
+* Linear layers are one batched matrix product (``baddbmm``) forward and two (``bmm``) backward, all
+  member-count invariant; the weight gradient comes out in the weight's own layout.
 * A convolution's forward is one grouped convolution over the members in channels-last layout
   (member-count invariant, and about 2x faster than NCHW on the CPU).  Its backward is not: a grouped
   convolution's weight gradient reduces over the batch in an order that depends on the group count.
@@ -46,7 +46,9 @@ class _MemberConv2d(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         need_x = ctx.needs_input_grad[0]
         grad_out = grad_out.to(weight.dtype)
-        grad_x = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None
+        # in the input's own layout, which is the previous layer's activation's: its ReLU backward then
+        # reads both tensors in one order (mixed layouts make it several times slower)
+        grad_x = torch.empty_like(x) if need_x else None
         grad_w = torch.empty_like(weight, memory_format=torch.contiguous_format)
         grad_b = torch.empty(weight.shape[:2], dtype=weight.dtype, device=weight.device)
         with torch.autocast(x.device.type, enabled=False):
@@ -78,11 +80,38 @@ def full_precision(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
+class _MemberLinear(torch.autograd.Function):
+    """x (K, B, I), weight (K, O, I), bias (K, O) or None -> (K, B, O), with a backward that writes the
+    weight gradient in the weight's own (K, O, I) layout: autograd's backward of ``x @ weight.T`` gives it
+    transposed, and accumulating it into ``weight.grad`` then costs a strided copy of the whole weight."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        x, weight = x.to(dtype), weight.to(dtype)
+        with torch.autocast(device, enabled=False):
+            out = (torch.bmm(x, weight.transpose(1, 2)) if bias is None
+                   else torch.baddbmm(bias.to(dtype).unsqueeze(1), x, weight.transpose(1, 2)))
+        ctx.save_for_backward(x, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        grad_out = grad_out.to(weight.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            grad_x = torch.bmm(grad_out, weight).to(x_dtype) if ctx.needs_input_grad[0] else None
+            grad_w = torch.bmm(grad_out.transpose(1, 2), x).to(w_dtype)
+            grad_b = grad_out.sum(1).to(b_dtype) if b_dtype is not None else None
+        return grad_x, grad_w, grad_b
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """Each member's ``x[k] @ weight[k].T + bias[k]``: x (K, B, I), weight (K, O, I), bias (K, O)."""
-    if bias is None:
-        return torch.bmm(x, weight.transpose(1, 2))
-    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+    return _MemberLinear.apply(x, weight, bias)
 
 
 class Conv2d(nn.Conv2d):

@@ -28,6 +28,11 @@ class StackedAdam:
         # one step count per member, as the solo optimiser's state holds it (float32, on the parameters' device)
         self.step_counts = [torch.zeros((), dtype=torch.float32, device=self.params[0].device)
                             for _ in range(net.members)]
+        # the per-member settings every step reads, as Python values once (not a host read per member per step)
+        self.lr_floats, self.eps_floats = [float(x) for x in lr], [float(x) for x in eps]
+        self.lr_scaled = [next((n for n in rho_lr if n.replace(".", "_") == key), None) if kind == "weight" else None
+                          for kind, key in self.names]   # each parameter's rho-lr layer, or None
+        self.lr_scaled_on = {n: [bool(x) for x in on] for n, on in rho_lr.items()}
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -83,20 +88,20 @@ class StackedAdam:
         for k in members:
             self.step_counts[k] += 1
         groups: dict[tuple, list[list[torch.Tensor]]] = {}
-        for i, (p, (kind, key)) in enumerate(zip(self.params, self.names)):
+        for i, (p, layer) in enumerate(zip(self.params, self.lr_scaled)):
             if p.grad is None:
                 continue
-            layer = next((n for n in self.rho_lr if n.replace(".", "_") == key), None) if kind == "weight" else None
+            params, grads, m, v = p.detach().unbind(), p.grad.unbind(), self.exp_avg[i].unbind(), self.exp_avg_sq[i].unbind()
+            divisors = self.net.rho_divisor(layer, lr=True) if layer is not None else None
             for k in members:
-                lr = float(self.lr[k])
-                if layer is not None and bool(self.rho_lr[layer][k]):
+                lr = self.lr_floats[k]
+                if layer is not None and self.lr_scaled_on[layer][k]:
                     # a tensor lr, as the solo fused step has, computed as the solo's ``base_lr / divisor`` is
                     # (Python's float / tensor is reciprocal(tensor) * float)
-                    lr = self.net.rho_divisor(layer, lr=True)[k].reciprocal() * lr
-                group = groups.setdefault((id(lr) if torch.is_tensor(lr) else lr, float(self.eps[k])),
+                    lr = divisors[k].reciprocal() * lr
+                group = groups.setdefault((id(lr) if torch.is_tensor(lr) else lr, self.eps_floats[k]),
                                           [[], [], [], [], [], lr])
-                for slot, tensor in zip(group, (p.detach()[k], p.grad[k], self.exp_avg[i][k], self.exp_avg_sq[i][k],
-                                                self.step_counts[k])):
+                for slot, tensor in zip(group, (params[k], grads[k], m[k], v[k], self.step_counts[k])):
                     slot.append(tensor)
         b1, b2 = BETAS
         for (_, eps), (params, grads, m, v, steps, lr) in groups.items():
