@@ -31,7 +31,7 @@ from rlsmooth.training.logger import Logger, Sink, run_dir_sinks
 from rlsmooth.training.rundir import (CHECKPOINT, provenance, read_config, record_resume, summary_record, write_config,
                                      write_summary)
 from rlsmooth.training.run_stats import EpisodeStats, MeanWindow
-from rlsmooth.training.runtime import interrupt_guard, resolve_device, set_threads
+from rlsmooth.training.runtime import interrupt_guard, resolve_device, retain_freed_memory, set_threads
 
 
 def advance_if_due(marks: dict, key: str, step: int, interval: int, final: bool = False) -> bool:
@@ -103,6 +103,7 @@ class RunSkeleton:
         self.extra_sinks = list(sinks or [])
         self.device = resolve_device(cfg.device)
         self.threads = set_threads(cfg.threads)
+        retain_freed_memory()
         self.streams = SeedStreams(cfg.seed)
         self.streams.seed_globals()
         self.rng = self.streams.generator(seeding.POLICY)
