@@ -4,10 +4,12 @@
         [--members 9] [--net c32_h256] [--steps 6000] [--repeats 3] [--json FILE]
 
 Each arm is one ``rlsmooth train <preset> --population K`` process of that checkout (``PYTHONPATH``
-points at it), one torch thread, timed from launch to exit (start-up included, which lowers the
-ratio a little).  The arms alternate over the repeats, so both see the same machine load; medians
-are reported.  The run learns from agent step 1,000 and its epsilon reaches its floor at 2,000, so
-most of it is the late-training mix of steps: a greedy acting pass every step, an update every four.
+points at it), one torch thread.  Two rates are reported per arm: the whole process, timed from
+launch to exit (start-up included, which lowers the ratio a little), and the loop itself, from the
+``time/sps`` the members log for the windows after agent step 2,000.  The arms alternate over the
+repeats, so both see the same machine load; medians are reported.  The run learns from agent step
+1,000 and its epsilon reaches its floor at 2,000: the late-training mix of steps, a greedy acting
+pass every step and an update every four.
 """
 from __future__ import annotations
 
@@ -27,10 +29,25 @@ PRESETS = {"default": "configs/minatar_dqn.yaml", "c32_h256": "configs/ablations
 def command(checkout: Path, net: str, members: int, steps: int, game: str, out: Path) -> list[str]:
     overrides = [f"env.game={game}", f"loop.total_steps={steps}", "algo.learning_starts=1000",
                  "algo.epsilon_decay_steps=1000", "loop.eval_every=0", "loop.eval_steps=100",
-                 f"loop.log_every={steps}", "loop.checkpoint_every=0", "loop.save_replay=false",
+                 "loop.log_every=500", "loop.checkpoint_every=0", "loop.save_replay=false",
                  "loop.progress=false", "threads=1", "device=cpu"]
     return [sys.executable, "-m", "rlsmooth", "train", str(checkout / PRESETS[net]), *overrides,
             "--population", str(members), "--out", str(out)]
+
+
+def loop_rate(out: Path, members: int) -> float:
+    """Agent steps/s of the whole population in its log windows after step 2,000 (one process: the
+    members share their windows' times, so member seed 0's metrics say it)."""
+    steps = seconds = 0.0
+    last = 0
+    for line in (next(out.glob("seed=*")) / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "time/sps" in record:
+            if last >= 2000:
+                steps += record["step"] - last
+                seconds += (record["step"] - last) / record["time/sps"]
+            last = record["step"]
+    return members * steps / seconds
 
 
 def timed(checkout: Path, cmd: list[str]) -> float:
@@ -58,16 +75,21 @@ def main() -> None:
         if not (path / "rlsmooth" / "__init__.py").is_file():
             sys.exit(f"--{name} {path}: not an rlsmooth checkout")
     seconds: dict[str, list[float]] = {a: [] for a in arms}
+    in_loop: dict[str, list[float]] = {a: [] for a in arms}
     for r in range(args.repeats):
         for arm, checkout in arms.items():
             with tempfile.TemporaryDirectory() as tmp:
-                seconds[arm].append(timed(checkout, command(checkout, args.net, args.members, args.steps, args.game,
-                                                            Path(tmp) / "pop")))
-            print(f"round {r + 1}: {arm} {seconds[arm][-1]:.1f} s", flush=True)
+                out = Path(tmp) / "pop"
+                seconds[arm].append(timed(checkout, command(checkout, args.net, args.members, args.steps, args.game, out)))
+                in_loop[arm].append(loop_rate(out, args.members))
+            print(f"round {r + 1}: {arm} {seconds[arm][-1]:.1f} s, loop {in_loop[arm][-1]:.1f} agent steps/s", flush=True)
     rate = {a: args.members * args.steps / statistics.median(s) for a, s in seconds.items()}
+    loop = {a: statistics.median(v) for a, v in in_loop.items()}
     report = {"members": args.members, "net": args.net, "steps_per_member": args.steps, "game": args.game,
               "threads": 1, "seconds": seconds, "agent_steps_per_s": {a: round(v, 1) for a, v in rate.items()},
               "new_over_old": round(rate["new"] / rate["old"], 3),
+              "loop_agent_steps_per_s": {a: [round(x, 1) for x in v] for a, v in in_loop.items()},
+              "loop_new_over_old": round(loop["new"] / loop["old"], 3),
               "checkouts": {a: str(p) for a, p in arms.items()}}
     print(json.dumps(report, indent=1))
     if args.json:

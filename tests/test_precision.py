@@ -86,3 +86,21 @@ def test_a_stacked_updates_flops_are_k_times_its_solo_updates_and_the_peak_bench
     rows = json.loads(out.read_text())["rows"]
     assert [(r["members"], r["precision"]) for r in rows] == [(2, "fp32"), (2, "bf16")]
     assert all(r["flops"] == 2 * solo and 0 < r["peak_fraction"] for r in rows)
+
+
+def test_bf16_on_a_cpu_warns_once_where_it_is_emulated_or_measured_no_faster(monkeypatch, capsys):
+    from rlsmooth.agents import preflight
+    cfg = load_train_config(apply_overrides(load_yaml(ROOT / "configs" / "minatar_dqn.yaml"),
+                                            ["device=cpu", "loop.precision=bf16"]))
+    capsys.readouterr()   # loading checked it once already, on this machine's own CPU
+    measure = preflight.bf16_matmul_speedup
+    for native, speedup, needle in ((False, 3.0, "without native bf16"), (True, 0.5, "run at 0.50x its fp32 ones"),
+                                    (True, 2.0, None)):
+        monkeypatch.setattr(preflight, "_warned", set())
+        monkeypatch.setattr(preflight, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(preflight, "bf16_matmul_speedup", lambda speedup=speedup: speedup)
+        preflight.check_precision(cfg)
+        preflight.check_precision(cfg)
+        lines = capsys.readouterr().err.splitlines()
+        assert (lines == []) if needle is None else (len(lines) == 1 and needle in lines[0]), (native, speedup, lines)
+    assert 0 < measure(size=64, repeats=2) < float("inf")   # the measurement itself: a finite positive ratio

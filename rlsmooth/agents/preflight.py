@@ -63,9 +63,34 @@ def cpu_has_native_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
+def bf16_matmul_speedup(size: int = 384, repeats: int = 5) -> float:
+    """How much faster this CPU multiplies bf16 matrices than fp32 ones, one thread, measured now
+    (best of a few interleaved timings of one ``size``-square product each; a few tens of ms).  The
+    instruction set does not settle it: a CPU can have AVX-512 BF16 and still run torch's bf16
+    products at half its fp32 rate."""
+    import time
+
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = torch.randn(size, size)
+        pairs = {torch.float32: (a, a.t().contiguous()), torch.bfloat16: (a.bfloat16(), a.t().contiguous().bfloat16())}
+        best = {dtype: float("inf") for dtype in pairs}
+        for _ in range(repeats):
+            for dtype, (x, y) in pairs.items():
+                start = time.perf_counter()
+                torch.mm(x, y)
+                best[dtype] = min(best[dtype], time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return best[torch.float32] / best[torch.bfloat16]
+
+
 def check_precision(cfg: TrainConfig) -> None:
-    """``loop.precision: bf16``: refused on CUDA below compute capability 8.0 (no bf16 there), a
-    warning line on a CPU without native bf16 (it emulates it, slowly)."""
+    """``loop.precision: bf16``: refused on CUDA below compute capability 8.0 (no bf16 there); on a
+    CPU, a warning line where it has no native bf16 (it emulates it, slowly), or where its bf16
+    matrix products, measured now, are no faster than its fp32 ones."""
     if cfg.loop.precision != "bf16":
         return
     import torch
@@ -77,6 +102,9 @@ def check_precision(cfg: TrainConfig) -> None:
                               f"{major}.{minor}: use loop.precision=fp32")
     elif not wants_cuda and not cpu_has_native_bf16():
         warn("loop.precision=bf16 on a CPU without native bf16 (no avx512_bf16 or amx_bf16): it runs, slowly")
+    elif not wants_cuda and (speedup := bf16_matmul_speedup()) < 1.0:
+        warn(f"loop.precision=bf16: this CPU's bf16 matrix products run at {speedup:.2f}x its fp32 ones (measured "
+             f"now, one thread), so bf16 will likely train slower than fp32 here")
 
 
 def long_schedules(cfg: TrainConfig) -> list[str]:
