@@ -267,3 +267,25 @@ def test_set_narrows_an_axis_from_the_command_line(tmp_path, chain_config):
     assert "1 cells, 1 to run" in dry and "variant=sn_fc__seed=1" in dry
     assert_one_line_error(run_cli("sweep", sweep, "--dry-run", "--set", "axes.seed=[9]"), "axis 'seed' has no value 9")
     assert_one_line_error(run_cli("sweep", sweep, "--dry-run", "--set", "axes.lr=[1]"), "the sweep has no axis 'lr'")
+
+
+def test_a_job_interrupted_from_outside_after_its_checkpoint_is_stopped_not_failed(tmp_path):
+    """A cell's process ended by SIGTERM or Ctrl-C (exit 130) with its checkpoint written is resumable:
+    the summary says so, and a cell that ended with 130 and no checkpoint, or with another status, failed."""
+    from rlsmooth.experiments.schedule import Job
+    from rlsmooth.experiments.sweep import INTERRUPTED, Cell, _finish_job
+    from rlsmooth.training.rundir import CHECKPOINT
+    states = {}
+    for name, code, checkpointed in (("interrupted", INTERRUPTED, True), ("no_checkpoint", INTERRUPTED, False),
+                                     ("crashed", 1, True)):
+        run_dir = tmp_path / name
+        (run_dir / CHECKPOINT).parent.mkdir(parents=True)
+        if checkpointed:
+            (run_dir / CHECKPOINT).write_bytes(b"checkpoint")
+        log = tmp_path / f"{name}.log"
+        log.write_text("interrupted at step 500: checkpoint written\n")
+        cell = Cell(name, {"seed": 0}, [], run_dir, state="resume" if checkpointed else "pending", log=log)
+        _finish_job(Job([cell], [], log, 1), code, lambda d: True, [])
+        states[name] = (cell.state, cell.result)
+    assert states["interrupted"] == ("stopped (resumable)", "interrupted at step 500: checkpoint written")
+    assert states["no_checkpoint"][0] == f"failed ({INTERRUPTED})" and states["crashed"][0] == "failed (1)"

@@ -431,6 +431,9 @@ def _watch(job, deadline: float, rates: dict, queue: list[Cell]) -> None:
         schedule.stop(job, "stopped: it would not finish by the deadline")
 
 
+INTERRUPTED = 130   # a run's exit status after it checkpointed on Ctrl-C or SIGTERM
+
+
 def _finish_job(job, code: int, is_rlsmooth_dir, queue: list[Cell]) -> None:
     for cell in job.cells:
         if (cell.run_dir / SUMMARY_FILE).is_file() and (code in (0, 3) or len(job.cells) > 1 or job.stopped):
@@ -439,6 +442,9 @@ def _finish_job(job, code: int, is_rlsmooth_dir, queue: list[Cell]) -> None:
             cell.state = "pending" if cell in job.fresh else cell_state(cell.run_dir)
         elif job.stopped:   # late at the deadline: kept with its checkpoint, which the next call resumes
             cell.state = job.stopped
+        elif code == INTERRUPTED and cell_state(cell.run_dir) == "resume":
+            # stopped from outside (SIGTERM, Ctrl-C) after writing its checkpoint: the next call resumes it
+            cell.state = "stopped (resumable)"
         else:
             cell.state = f"failed ({code})"
         lines = [line for line in job.log.read_text().splitlines() if line.strip()] if job.log.is_file() else []
