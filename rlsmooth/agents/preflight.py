@@ -3,6 +3,7 @@ network (on the CPU, then dropped) to resolve the game and every layer selector,
 run fits in this machine's memory.  Everything here fails before anything is written."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -54,6 +55,7 @@ def load_train_config(data: dict) -> TrainConfig:
     return cfg
 
 
+@functools.cache   # one read per process: every config a sweep or population loads is checked
 def cpu_has_native_bf16() -> bool:
     """AVX-512 BF16 or AMX on this CPU (Linux ``/proc/cpuinfo``; elsewhere assumed absent)."""
     try:
@@ -63,9 +65,11 @@ def cpu_has_native_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
+@functools.cache   # measured once per process, not once per member or cell config checked
 def bf16_matmul_speedup(size: int = 384, repeats: int = 5) -> float:
-    """How much faster this CPU multiplies bf16 matrices than fp32 ones, one thread, measured now
-    (best of a few interleaved timings of one ``size``-square product each; a few tens of ms).  The
+    """How much faster this CPU multiplies bf16 matrices than fp32 ones, one thread, measured when
+    first asked (best of a few interleaved timings of one ``size``-square product each; a few tens of
+    ms).  The
     instruction set does not settle it: a CPU can have AVX-512 BF16 and still run torch's bf16
     products at half its fp32 rate."""
     import time
