@@ -21,16 +21,21 @@ from torch import nn
 CHANNELS_LAST = torch.channels_last
 
 
+def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype a member layer computes in: autocast's (loop.precision: bf16) where it is on, else the
+    weight's.  The layers run with autocast off inside and return gradients in each input's own dtype
+    (float32 master weights)."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+
+
 class _MemberConv2d(torch.autograd.Function):
     """x (K, B, C, H, W), weight (K, O, C, kh, kw), bias (K, O) -> (K, B, O, H', W')."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding):
         k, b, c = x.shape[:3]
-        device = x.device.type
-        # under autocast (loop.precision: bf16) the convolution runs in its dtype, its gradients come back
-        # in each input's own dtype (float32 master weights)
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+        device, dtype = x.device.type, compute_dtype(x, weight)
         ctx.dtypes = (x.dtype, weight.dtype, bias.dtype)
         x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
         with torch.autocast(device, enabled=False):
@@ -87,8 +92,7 @@ class _MemberLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        device = x.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+        device, dtype = x.device.type, compute_dtype(x, weight)
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         x, weight = x.to(dtype), weight.to(dtype)
         with torch.autocast(device, enabled=False):

@@ -91,7 +91,7 @@ class StackedAdam:
         for i, (p, layer) in enumerate(zip(self.params, self.lr_scaled)):
             if p.grad is None:
                 continue
-            params, grads, m, v = p.detach().unbind(), p.grad.unbind(), self.exp_avg[i].unbind(), self.exp_avg_sq[i].unbind()
+            slices = (p.detach().unbind(), p.grad.unbind(), self.exp_avg[i].unbind(), self.exp_avg_sq[i].unbind())
             divisors = self.net.rho_divisor(layer, lr=True) if layer is not None else None
             for k in members:
                 lr = self.lr_floats[k]
@@ -101,7 +101,7 @@ class StackedAdam:
                     lr = divisors[k].reciprocal() * lr
                 group = groups.setdefault((id(lr) if torch.is_tensor(lr) else lr, self.eps_floats[k]),
                                           [[], [], [], [], [], lr])
-                for slot, tensor in zip(group, (params[k], grads[k], m[k], v[k], self.step_counts[k])):
+                for slot, tensor in zip(group, (*(member[k] for member in slices), self.step_counts[k])):
                     slot.append(tensor)
         b1, b2 = BETAS
         for (_, eps), (params, grads, m, v, steps, lr) in groups.items():
