@@ -70,16 +70,18 @@ def test_training_rewards_clipped_evaluation_raw_under_both_protocols(protocol):
     assert not unclipped.clip_rewards
 
 
-@pytest.mark.parametrize("protocol", ["paper", "sticky"])
-def test_pong_evaluation_env_sees_the_training_envs_frames_for_the_same_seeds_and_actions(protocol):
+@pytest.mark.parametrize("suite,game,protocol", [("atari", "pong", "paper"), ("atari", "pong", "sticky"),
+                                                 ("atari", "breakout", "paper"), ("minatar", "breakout", "paper")])
+def test_an_evaluation_env_sees_the_training_envs_frames_for_the_same_seeds_and_actions(suite, game, protocol):
     """An evaluation env is the training env's game: same seeds and actions give the same frames,
-    scores and episode ends (only the learner's reward and life-loss terminals differ)."""
-    cfg = EnvConfig(suite="atari", game="pong", protocol=protocol)
+    scores and episode ends (only the learner's reward and life-loss terminals differ; Breakout has
+    lives, so that difference is crossed)."""
+    cfg = EnvConfig(suite=suite, game=game, protocol=protocol)
     seeds = SeedStreams(0).env_seeds(TRAIN_ENV, 2)
     train, evaluation = make_vec_env(cfg, seeds, training=True), make_vec_env(cfg, seeds, training=False)
     np.testing.assert_array_equal(train.reset(), evaluation.reset())
     rng = np.random.default_rng(0)
-    ends = 0
+    ends = life_losses = 0
     for _ in range(1500):   # a random Pong game lasts about 800-1000 agent steps
         actions = rng.integers(0, train.num_actions, 2)
         a, b = train.step(actions), evaluation.step(actions)
@@ -87,8 +89,13 @@ def test_pong_evaluation_env_sees_the_training_envs_frames_for_the_same_seeds_an
         np.testing.assert_array_equal(a.raw_reward, b.raw_reward)
         np.testing.assert_array_equal(a.episode_end, b.episode_end)
         np.testing.assert_array_equal(a.final_obs[a.episode_end], b.final_obs[b.episode_end])
+        np.testing.assert_array_equal(b.terminal, b.episode_end)      # evaluation: only a game over
+        assert not (b.terminal & ~a.terminal).any()                    # training ends there too
         ends += int(a.episode_end.sum())
+        life_losses += int((a.terminal & ~a.episode_end).sum())
     assert ends >= 1   # an episode ended and both envs reset it alike
+    if suite == "atari" and game == "breakout":
+        assert life_losses >= 1   # a lost life ended a value target in training only
     train.close(), evaluation.close()
 
 
