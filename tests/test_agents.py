@@ -181,6 +181,8 @@ def test_bench_reports_side_by_side_figures(agent, tmp_path):
     report = json.loads(out.read_text())
     entry = report["agents"][agent]
     assert set(entry["loop_steps_per_s"]) == {"plain", "sn[auto]"} and entry["env_steps_per_s"] > 0
+    for name, repeats in entry["loop_steps_per_s_repeats"].items():   # one rate per repeat; the median is theirs
+        assert len(repeats) == 1 and entry["loop_steps_per_s"][name] == repeats[0]
     assert "tensorboard" not in proc.stdout + proc.stderr   # the bench has no run directory to point at
     if agent == "dqn":
         assert entry["replay_samples_per_s_host"] > 0 and entry["replay_samples_per_s_device"] > 0

@@ -239,7 +239,9 @@ def run_bench(args) -> dict:
             for name, c in variants.items():
                 loop[name].append(bench_loop(c, warmup))
         entry = {**{k: round(v, 1) for k, v in parts.items()},
-                 "loop_steps_per_s": {k: round(statistics.median(v), 1) for k, v in loop.items()}}
+                 "loop_steps_per_s": {k: round(statistics.median(v), 1) for k, v in loop.items()},
+                 # every repeat's rate, in the interleaved order it ran: the median's spread is visible
+                 "loop_steps_per_s_repeats": {k: [round(r, 1) for r in v] for k, v in loop.items()}}
         if len(precisions) > 1 and is_value(agent):   # the update alone, interleaved across precisions
             rates = interleaved_update_rates({p: variants[f"plain {p}"] for p in precisions})
             entry["update_per_s_by_precision"] = {p: round(r, 1) for p, r in rates.items()}
@@ -259,6 +261,8 @@ def run_bench(args) -> dict:
         report["agents"][agent] = entry
         print(f"  {agent}: loop {entry['loop_steps_per_s']} agent steps/s"
               + (f" (SN slowdown {100 * entry['sn_slowdown']:.1f}%)" if "sn_slowdown" in entry else ""))
+        if args.repeats > 1:
+            print(f"        loop by repeat: {entry['loop_steps_per_s_repeats']}")
         line = f"        env {entry['env_steps_per_s']:.0f} steps/s | act {entry['act_steps_per_s']:.0f} steps/s"
         if is_value(agent):
             line += (f" | sample {entry['replay_samples_per_s_host']:.0f} batches/s | update {entry['updates_per_s']:.0f}/s "
