@@ -51,6 +51,12 @@ def batches(count, k, seed=1):
 
 @pytest.mark.parametrize("name, variants", [
     ("minatar_dqn.yaml", [["seed=0"], ["seed=1", "optim.lr=1e-4"], ["seed=2", "spectral.layers=[fc]"]]),
+    # the Adam/SN study's cells, which share a process: no member scales a learning rate by rho
+    ("minatar_dqn.yaml", [["seed=0", "spectral.track=[fc]"], ["seed=1", "spectral.layers=[fc]"],
+                          ["seed=2", "spectral.track=[fc]", "optim.rho_scaling=grad", "optim.rho_layers=[fc]"]]),
+    # and the other way round: learning-rate scaling with no member scaling gradients
+    ("minatar_dqn.yaml", [["seed=0", "optim.rho_scaling=lr", "optim.rho_layers=[fc]"],
+                          ["seed=1", "optim.rho_scaling=lr", "optim.rho_layers=[fc]", "optim.rho_only_shrink=false"]]),
     ("minatar_c51.yaml", [["seed=0"], ["seed=1", "spectral.layers=[fc]"],
                           ["seed=2", "optim.rho_scaling=lr+grad", "optim.rho_layers=[fc]"],
                           ["seed=3", "optim.rho_scaling=grad", "optim.rho_layers=[fc]", "optim.rho_only_shrink=false",

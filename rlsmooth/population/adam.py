@@ -66,13 +66,15 @@ class StackedAdam:
         for layer, on in self.net.rho_on.items():
             grad = self.net.weight[layer.replace(".", "_")].grad
             grad_divisor, lr_divisor = self.net.rho_divisor(layer), self.net.rho_divisor(layer, lr=True)   # (K,) each
+            # the lr and grad masks hold a layer only where some member scales it that way
+            by_lr, by_grad = self.rho_lr.get(layer), self.rho_grad.get(layer)
             for k in members:
                 if not bool(on[k]):
                     continue
-                by_grad = bool(self.rho_grad[layer][k]) or bool(self.net.divout[k])
-                rho = grad_divisor[k] if by_grad else lr_divisor[k]
+                grad_scaled = (by_grad is not None and bool(by_grad[k])) or bool(self.net.divout[k])
+                rho = grad_divisor[k] if grad_scaled else lr_divisor[k]
                 lr = float(self.lr[k])
-                lr = lr_divisor[k].reciprocal() * lr if bool(self.rho_lr[layer][k]) else torch.tensor(lr)
+                lr = lr_divisor[k].reciprocal() * lr if by_lr is not None and bool(by_lr[k]) else torch.tensor(lr)
                 out[k].update({f"optim/rho/{layer}": rho, f"optim/lr/{layer}": lr})
                 if grad is not None:
                     out[k][f"optim/grad_norm/{layer}"] = torch.linalg.vector_norm(grad[k].detach())
