@@ -112,11 +112,11 @@ class StackedQNetwork(nn.Module):
                 self.buffer("u", name)[k].copy_(u)
                 self.buffer("sigma", name)[k].copy_(sigma.detach())
 
-    def _member_pass(self, name: str, k: int, x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Member ``k``'s used weight of ``name`` (and, for a normalised linear layer on a training pass,
-        its output from ``x``), computed with its solo estimator's own operations (docs above)."""
-        key = name.replace(".", "_")
-        weight = self.weight[key][k]
+    def _member_pass(self, name: str, k: int, weight: torch.Tensor, bias: torch.Tensor,
+                     x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Member ``k``'s used weight of ``name`` from its raw ``weight`` (and, for a normalised linear layer
+        on a training pass, its output from its input ``x``), computed with its solo estimator's own
+        operations (docs above); an unchanged weight is returned as the same tensor."""
         kind = self.kinds[name][k]
         if kind == "plain":
             return weight, None
@@ -126,7 +126,7 @@ class StackedQNetwork(nn.Module):
             with torch.no_grad():
                 v = self._power_step(weight, u)
             if kind == "sn_linear":   # the solo layer's fused output-side pass
-                y, sigma, u = _SpectralLinear.apply(x[k], weight, self.bias[key][k], v, est_k, shrink)
+                y, sigma, u = _SpectralLinear.apply(x, weight, bias, v, est_k, shrink)
                 self._store(name, k, u, v, sigma)
                 return weight, y
             if kind == "sn_divide":
@@ -149,23 +149,27 @@ class StackedQNetwork(nn.Module):
         """Layer ``name`` of every member on x (K, B, ...), before the activation."""
         key = name.replace(".", "_")
         bias = self.bias[key]
+        passes, weight = None, self.weight[key]
         if name in self.spectral:
+            # per-member views from one unbind: autograd stacks their gradients once, where K selects
+            # would each fill a whole (K, ...) gradient with zeros and add it to the others
+            weights, biases, kinds = weight.unbind(0), bias.unbind(0), self.kinds[name]
             with member_ops.full_precision(x.device):   # SN and sigma stay float32, as in the solo layers
-                passes = [self._member_pass(name, k, x.float() if self.kinds[name][k] == "sn_linear" else x)
-                          for k in range(self.members)]
+                inputs = x.float().unbind(0) if "sn_linear" in kinds else [None] * self.members
+                passes = [self._member_pass(name, k, weights[k], biases[k], inputs[k]) for k in range(self.members)]
                 # a normalised linear layer's other passes: float32 too, as the solo layer's own forward
-                passes = [(w, member_ops.linear(x[k:k + 1].float(), w[None], bias[k:k + 1])[0]
-                           if out is None and self.kinds[name][k] == "sn_linear" and name not in self.geometry else out)
+                passes = [(w, member_ops.linear(inputs[k][None], w[None], biases[k][None])[0]
+                           if out is None and kinds[k] == "sn_linear" and name not in self.geometry else out)
                           for k, (w, out) in enumerate(passes)]
-            weight = torch.stack([w for w, _ in passes])
-        else:
-            passes, weight = None, self.weight[key]
+            if any(w is not weights[k] for k, (w, _) in enumerate(passes)):   # else: the stacked weight as it is
+                weight = torch.stack([w for w, _ in passes])
         if name in self.geometry:
             stride, padding = self.geometry[name]
             return member_ops.conv2d(x, weight, bias, stride, padding)
         y = member_ops.linear(x, weight, bias)
         if passes is not None and any(out is not None for _, out in passes):   # float32 holds both exactly
-            y = torch.stack([out if out is not None else y[k].float() for k, (_, out) in enumerate(passes)])
+            rows = y.unbind(0)
+            y = torch.stack([out if out is not None else rows[k].float() for k, (_, out) in enumerate(passes)])
         return y
 
     def rho_divisor(self, name: str, lr: bool = False) -> torch.Tensor:
