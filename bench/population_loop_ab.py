@@ -1,7 +1,7 @@
 """The whole training loop of one MinAtar DQN population at two checkouts, side by side.
 
     python bench/population_loop_ab.py --old /path/to/checkout-A --new /path/to/checkout-B \
-        [--members 9] [--net c32_h256] [--steps 6000] [--repeats 3] [--json FILE]
+        [--members 9] [--net c32_h256] [--steps 6000] [--repeats 3] [--set KEY=VALUE ...] [--json FILE]
 
 Each arm is one ``rlsmooth train <preset> --population K`` process of that checkout (``PYTHONPATH``
 points at it), one torch thread.  Two rates are reported per arm: the whole process, timed from
@@ -9,7 +9,8 @@ launch to exit (start-up included, which lowers the ratio a little), and the loo
 ``time/sps`` the members log for the windows after agent step 2,000.  The arms alternate over the
 repeats, so both see the same machine load; medians are reported.  The run learns from agent step
 1,000 and its epsilon reaches its floor at 2,000: the late-training mix of steps, a greedy acting
-pass every step and an update every four.
+pass every step and an update every four.  ``--set`` adds overrides for every member, e.g.
+``spectral.track=[fc]`` (the 1M study's members log sigma(fc)) or ``spectral.layers=[fc]`` (SN members).
 """
 from __future__ import annotations
 
@@ -26,11 +27,11 @@ from pathlib import Path
 PRESETS = {"default": "configs/minatar_dqn.yaml", "c32_h256": "configs/ablations/minatar_dqn_net_c32_h256.yaml"}
 
 
-def command(checkout: Path, net: str, members: int, steps: int, game: str, out: Path) -> list[str]:
+def command(checkout: Path, net: str, members: int, steps: int, game: str, out: Path, extra: list[str]) -> list[str]:
     overrides = [f"env.game={game}", f"loop.total_steps={steps}", "algo.learning_starts=1000",
                  "algo.epsilon_decay_steps=1000", "loop.eval_every=0", "loop.eval_steps=100",
                  "loop.log_every=500", "loop.checkpoint_every=0", "loop.save_replay=false",
-                 "loop.progress=false", "threads=1", "device=cpu"]
+                 "loop.progress=false", "threads=1", "device=cpu", *extra]
     return [sys.executable, "-m", "rlsmooth", "train", str(checkout / PRESETS[net]), *overrides,
             "--population", str(members), "--out", str(out)]
 
@@ -68,6 +69,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6000, help="agent steps per member")
     p.add_argument("--game", default="asterix")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides for every member")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     arms = {"old": args.old.resolve(), "new": args.new.resolve()}
@@ -80,13 +82,13 @@ def main() -> None:
         for arm, checkout in arms.items():
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "pop"
-                seconds[arm].append(timed(checkout, command(checkout, args.net, args.members, args.steps, args.game, out)))
+                seconds[arm].append(timed(checkout, command(checkout, args.net, args.members, args.steps, args.game, out, args.set)))
                 in_loop[arm].append(loop_rate(out, args.members))
             print(f"round {r + 1}: {arm} {seconds[arm][-1]:.1f} s, loop {in_loop[arm][-1]:.1f} agent steps/s", flush=True)
     rate = {a: args.members * args.steps / statistics.median(s) for a, s in seconds.items()}
     loop = {a: statistics.median(v) for a, v in in_loop.items()}
     report = {"members": args.members, "net": args.net, "steps_per_member": args.steps, "game": args.game,
-              "threads": 1, "seconds": seconds, "agent_steps_per_s": {a: round(v, 1) for a, v in rate.items()},
+              "overrides": args.set, "threads": 1, "seconds": seconds, "agent_steps_per_s": {a: round(v, 1) for a, v in rate.items()},
               "new_over_old": round(rate["new"] / rate["old"], 3),
               "loop_agent_steps_per_s": {a: [round(x, 1) for x in v] for a, v in in_loop.items()},
               "loop_new_over_old": round(loop["new"] / loop["old"], 3),
