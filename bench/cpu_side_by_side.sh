@@ -24,9 +24,8 @@ mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 RAW="$OUT_DIR/raw.txt"
 WORK=$(mktemp -d)   # CleanRL writes its runs/ where it starts: not into results
-{ echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)";
-  grep -o -m1 'avx512_bf16\|amx_bf16' /proc/cpuinfo | sed 's/^/# native bf16: /';
-  echo "# rlsmooth $(git rev-parse --short HEAD); CleanRL $(git -C "$CLEANRL_DIR" rev-parse --short HEAD 2>/dev/null || cat "$CLEANRL_DIR/SNAPSHOT" 2>/dev/null)"; } | tee "$RAW"
+source bench/machine_header.sh
+machine_header "rlsmooth $(git rev-parse --short HEAD); CleanRL $(git -C "$CLEANRL_DIR" rev-parse --short HEAD 2>/dev/null || cat "$CLEANRL_DIR/SNAPSHOT" 2>/dev/null)" | tee "$RAW"
 
 cleanrl_seconds() {  # script, total steps, extra args: wall seconds of one whole CleanRL run
   local script=$1 total=$2; shift 2

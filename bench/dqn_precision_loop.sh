@@ -13,9 +13,8 @@ STEPS=${STEPS:-4000}
 REPEATS=${REPEATS:-4}
 mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-{ echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-  grep -o -m1 'avx512_bf16\|amx_bf16' /proc/cpuinfo | sed 's/^/# native bf16: /' || echo "# native bf16: none"
-  echo "# rlsmooth $(git rev-parse --short HEAD); $STEPS timed steps x $REPEATS interleaved repeats"; } | tee "$OUT_DIR/raw.txt"
+source bench/machine_header.sh
+machine_header "rlsmooth $(git rev-parse --short HEAD); $STEPS timed steps x $REPEATS interleaved repeats" | tee "$OUT_DIR/raw.txt"
 $PY run.py bench --suite atari --agent dqn --num-envs 1 --steps "$STEPS" --repeats "$REPEATS" --threads 1 \
     --spectral none --precision fp32,bf16 --json "$OUT_DIR/dqn.json" 2>"$OUT_DIR/stderr.log" | tee -a "$OUT_DIR/raw.txt"
 echo "# finished $(date -u +%FT%TZ)" | tee -a "$OUT_DIR/raw.txt"
