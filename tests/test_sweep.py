@@ -1,5 +1,11 @@
 """Sweeps: cells in their own run directories, skipped, resumed, failing alone, on Ray and under a time budget."""
 
+import json
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 import yaml
 
@@ -289,3 +295,42 @@ def test_a_job_interrupted_from_outside_after_its_checkpoint_is_stopped_not_fail
         states[name] = (cell.state, cell.result)
     assert states["interrupted"] == ("stopped (resumable)", "interrupted at step 500: checkpoint written")
     assert states["no_checkpoint"][0] == f"failed ({INTERRUPTED})" and states["crashed"][0] == "failed (1)"
+
+
+def test_the_early_check_judges_a_job_at_its_own_rate_not_at_other_processes_load(tmp_path):
+    """Early in its life, a job whose log says it will not finish by the deadline is stopped; the same
+    job is kept when it was slow because other processes held its core (time ready but waiting)."""
+    from rlsmooth.experiments.schedule import Job, waiting_share
+    from rlsmooth.experiments.sweep import Cell, _watch
+    run_dir = tmp_path / "cell"
+    run_dir.mkdir()
+    # learning from step 100 at 1 agent step/s: 1,000 steps left take 1,000 s at this rate
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
+        {"step": 100, "time/sps": 1.0, "train/updates": 1}, {"step": 200, "time/sps": 1.0},
+        {"step": 300, "time/sps": 1.0})))
+    core = min(os.sched_getaffinity(0))
+    busy = [sys.executable, "-c", "while True: pass"]
+
+    def on_core():
+        os.sched_setaffinity(0, {core})
+
+    def watched(hogs: int) -> Job:
+        others = [subprocess.Popen(busy, preexec_fn=on_core) for _ in range(hogs)]
+        job = Job([Cell("cell", {}, [], run_dir, total_steps=1300)], busy, tmp_path / "log", 1)
+        try:
+            job.process, job.started = subprocess.Popen(busy, preexec_fn=on_core), time.time()
+            time.sleep(3.0)
+            # 1,000 s at the logged rate against a deadline 400 s away: stopped unless more than 60% of
+            # the job's runnable time went to waiting for its core
+            _watch(job, time.time() + 400, {}, [])
+            job.share = waiting_share(job.process.pid)
+        finally:
+            for p in [job.process, *others]:
+                p.kill()
+                p.wait()
+        return job
+
+    alone, crowded = watched(0), watched(4)
+    assert alone.stopped == "stopped: it would not finish by the deadline", alone.share
+    assert crowded.stopped == "" and crowded.share > 0.6, crowded.share
+    assert waiting_share(2 ** 22 + 12345) == 0.0   # no such process: nothing known, nothing taken out

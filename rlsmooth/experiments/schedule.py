@@ -12,7 +12,9 @@ jobs running, prints a line when each starts and ends (with the sweep's ETA), an
 * a job whose own rate, early in its life, says it will not finish is stopped (it checkpoints on
   SIGTERM): its cells that started in this call are removed, so nothing half-done is left, and cells
   resumed from an earlier checkpoint keep it; the freed slot is planned again with the rate just
-  measured;
+  measured.  The rate is judged as the job's own: the time its process spent ready but waiting for
+  a core (other processes on the machine, Linux's ``/proc/<pid>/schedstat``) is taken out, so a
+  passing load early in a job's life does not throw its work away;
 * a job still running at the deadline (slower than measured: a paused or shared machine) is stopped
   there and kept with its checkpoint, which the next call resumes first where the machine was kept.
 """
@@ -183,6 +185,24 @@ def spawn(job: Job) -> None:
                                        preexec_fn=end_with_parent)
     job.started = time.time()
     job.start_steps = [progress(c.run_dir)[0] for c in job.cells]
+
+
+def waiting_share(pid: int) -> float:
+    """The share of its runnable time a process's main thread spent ready but waiting for a core
+    (``/proc/<pid>/schedstat``: time on a core, time waiting on a run queue); 0 where unknown.  Time
+    asleep (I/O, a GPU, a pause) counts in neither, so only other processes' load raises it."""
+    try:
+        on_core, waiting = (int(x) for x in Path(f"/proc/{pid}/schedstat").read_text().split()[:2])
+    except (OSError, ValueError):
+        return 0.0
+    return waiting / (on_core + waiting) if on_core + waiting > 0 else 0.0
+
+
+def own_eta(job: Job, eta: float) -> float:
+    """``eta`` at the rate the job would have had with its cores to itself (see :func:`waiting_share`)."""
+    if job.process is None:
+        return eta
+    return eta * (1.0 - waiting_share(job.process.pid))
 
 
 def stop(job: Job, why: str, grace: float = 120.0) -> None:

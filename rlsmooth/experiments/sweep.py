@@ -426,8 +426,9 @@ def _watch(job, deadline: float, rates: dict, queue: list[Cell]) -> None:
     if now >= deadline:
         schedule.stop(job, "stopped at the deadline (resumable)")
     elif now - job.started < max(300.0, 0.1 * job.planned) and \
-            now + job_eta(job, job.cells[0].total_steps, rates) > deadline:
-        # only early in a job: later, a slow stretch (a paused or shared machine) must not throw work away
+            now + schedule.own_eta(job, job_eta(job, job.cells[0].total_steps, rates)) > deadline:
+        # only early in a job, and at its own rate (other processes' load taken out): later, a slow
+        # stretch (a paused or shared machine) must not throw work away
         schedule.stop(job, "stopped: it would not finish by the deadline")
 
 
