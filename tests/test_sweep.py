@@ -314,7 +314,7 @@ def test_the_early_check_judges_a_job_at_its_own_rate_not_at_other_processes_loa
     def on_core():
         os.sched_setaffinity(0, {core})
 
-    def watched(hogs: int) -> Job:
+    def watched(hogs: int) -> tuple[Job, float]:
         others = [subprocess.Popen(busy, preexec_fn=on_core) for _ in range(hogs)]
         job = Job([Cell("cell", {}, [], run_dir, total_steps=1300)], busy, tmp_path / "log", 1)
         try:
@@ -323,14 +323,14 @@ def test_the_early_check_judges_a_job_at_its_own_rate_not_at_other_processes_loa
             # 1,000 s at the logged rate against a deadline 400 s away: stopped unless more than 60% of
             # the job's runnable time went to waiting for its core
             _watch(job, time.time() + 400, {}, [])
-            job.share = waiting_share(job.process.pid)
+            share = waiting_share(job.process.pid)
         finally:
             for p in [job.process, *others]:
                 p.kill()
                 p.wait()
-        return job
+        return job, share
 
-    alone, crowded = watched(0), watched(4)
-    assert alone.stopped == "stopped: it would not finish by the deadline", alone.share
-    assert crowded.stopped == "" and crowded.share > 0.6, crowded.share
+    (alone, alone_share), (crowded, crowded_share) = watched(0), watched(4)
+    assert alone.stopped == "stopped: it would not finish by the deadline", alone_share
+    assert crowded.stopped == "" and crowded_share > 0.6, crowded_share
     assert waiting_share(2 ** 22 + 12345) == 0.0   # no such process: nothing known, nothing taken out
