@@ -333,3 +333,20 @@ def test_sigma_table_reads_each_run_at_the_comparison_step(tmp_path):
         half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3)
         assert line == (f"| pong | {v} | fc | 3 | {values.mean():.2f} [{values.mean() - half:.2f}, "
                         f"{values.mean() + half:.2f}] | 3,000 |")
+
+
+def test_probability_of_improvement_is_rliables_to_the_bit():
+    from rliable import metrics
+
+    from rlsmooth.experiments.report.stats import probability_of_improvement
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        nx, ny, games = rng.integers(1, 6), rng.integers(1, 6), rng.integers(1, 4)
+        x = rng.integers(0, 4, size=(nx, games)).astype(float)   # few values: many ties
+        y = rng.integers(0, 4, size=(ny, games)).astype(float) if trial % 5 else x.copy()
+        if trial % 7 == 0:
+            x[rng.integers(nx), rng.integers(games)] = np.nan
+        if trial % 3 == 0:
+            x, y = x + rng.normal(size=x.shape), y + rng.normal(size=y.shape)
+        ours, theirs = probability_of_improvement(x, y), metrics.probability_of_improvement(x, y)
+        assert (np.isnan(ours) and np.isnan(theirs)) or ours == theirs, (x, y, ours, theirs)

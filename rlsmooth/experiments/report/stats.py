@@ -102,16 +102,27 @@ def aggregates(matrices: dict[str, np.ndarray], reps: int, seed: int = 0) -> dic
                 for i, name in enumerate(("median", "iqm", "mean"))} for v in matrices}
 
 
+def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
+    """P(X > Y) on each game, averaged over games (rows are seeds, columns games): the Mann-Whitney U
+    statistic over n_x * n_y, ties counting one half, NaN for a game with a NaN score.  This is
+    rliable's ``probability_of_improvement`` to the bit, in one array pass: rliable makes one scipy
+    call per game, and the bootstrap calls it thousands of times, most of a report's time."""
+    x, y = scores_x[:, None, :], scores_y[None, :, :]
+    counted = (x > y).sum(axis=(0, 1)) + 0.5 * (x == y).sum(axis=(0, 1))
+    per_game = counted / (len(scores_x) * len(scores_y))
+    missing = np.isnan(scores_x).any(axis=0) | np.isnan(scores_y).any(axis=0)
+    return np.mean(np.where(missing, np.nan, per_game))
+
+
 def improvement_probabilities(matrices: dict[str, np.ndarray], baseline: str, reps: int,
                               seed: int = 0) -> dict[str, tuple[float, float, float]]:
     """P(variant > baseline) averaged over games (Agarwal et al. 2021), with bootstrap CI (NaN for one seed)."""
     from rliable import library as rly
-    from rliable import metrics
     np.random.seed(seed)
     pairs = {v: (m, matrices[baseline]) for v, m in matrices.items() if v != baseline}
     if not pairs:
         return {}
-    point, interval = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=reps,
+    point, interval = rly.get_interval_estimates(pairs, probability_of_improvement, reps=reps,
                                                  confidence_interval_size=CONFIDENCE)
     one_seed = min(len(m) for m in matrices.values()) < 2   # resampling one seed gives back the point
     return {v: (float(point[v]), *((math.nan, math.nan) if one_seed else
