@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+import forked_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # The suite runs one worker per core (pytest-xdist) and most tests start training subprocesses: one
@@ -47,9 +49,14 @@ def chain_config(tmp_path):
 
 
 def run_cli(*args, check=False, timeout=300, env_extra=None):
+    """``python run.py ARGS``: forked from a server that imported the suite once (tests/forked_cli.py),
+    or a fresh process where the call changes the environment or RLSMOOTH_TESTS_FRESH_PROCESSES=1."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
-    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    command = [sys.executable, str(ROOT / "run.py"), *map(str, args)]
+    if env_extra or forked_cli.FRESH:
+        proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    else:
+        proc = forked_cli.run(command, env, str(ROOT), timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"run.py {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
     return proc
