@@ -48,12 +48,15 @@ def chain_config(tmp_path):
     return make
 
 
-def run_cli(*args, check=False, timeout=300, env_extra=None):
+def run_cli(*args, check=False, timeout=300, env_extra=None, fresh=None):
     """``python run.py ARGS``: forked from a server that imported the suite once (tests/forked_cli.py),
-    or a fresh process where the call changes the environment or RLSMOOTH_TESTS_FRESH_PROCESSES=1."""
+    or a fresh process where the call changes the environment or RLSMOOTH_TESTS_FRESH_PROCESSES=1
+    (``fresh`` True or False chooses, for the tests that compare the two)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
     command = [sys.executable, str(ROOT / "run.py"), *map(str, args)]
-    if env_extra or forked_cli.FRESH:
+    if fresh is None:
+        fresh = bool(env_extra) or forked_cli.FRESH
+    if fresh:
         proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     else:
         proc = forked_cli.run(command, env, str(ROOT), timeout)

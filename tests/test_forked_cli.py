@@ -1,26 +1,18 @@
 """The tests' forked CLI runs give what a fresh ``python run.py`` gives: streams, status and the run itself."""
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
-import forked_cli
-from conftest import ROOT
-
-
-def command(*args):
-    return [sys.executable, str(ROOT / "run.py"), *map(str, args)]
+from conftest import run_cli
 
 
 def fresh_run(*args):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(command(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return run_cli(*args, fresh=True)
 
 
 def forked_run(*args, timeout=300):
-    return forked_cli.run(command(*args), dict(os.environ, PYTHONUNBUFFERED="1"), str(ROOT), timeout)
+    return run_cli(*args, timeout=timeout, fresh=False)
 
 
 @pytest.mark.parametrize("args", [["--version"], ["eval", "--help"], ["train", "--no-such-option"],
