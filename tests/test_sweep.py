@@ -334,3 +334,27 @@ def test_the_early_check_judges_a_job_at_its_own_rate_not_at_other_processes_loa
     assert alone.stopped == "stopped: it would not finish by the deadline", alone_share
     assert crowded.stopped == "" and crowded_share > 0.6, crowded_share
     assert waiting_share(2 ** 22 + 12345) == 0.0   # no such process: nothing known, nothing taken out
+
+
+def test_the_scheduler_wakes_when_a_job_ends_not_at_its_next_poll(monkeypatch):
+    """A job that ends is noticed within the short exit poll, so the next job starts at once; with
+    nothing ending, the wait lasts the whole poll period (when rates and the deadline are read)."""
+    from rlsmooth.experiments import schedule
+    from rlsmooth.experiments.schedule import Job, wait_for_an_exit
+    clock = [0.0]
+    monkeypatch.setattr(schedule.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(schedule.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+
+    class EndsAt:
+        def __init__(self, at):
+            self.at = at
+
+        def poll(self):
+            return 0 if clock[0] >= self.at else None
+
+    jobs = [Job([], [], None, 1, process=EndsAt(100.0)), Job([], [], None, 1, process=EndsAt(0.35))]
+    wait_for_an_exit(jobs, 5.0)
+    assert 0.35 <= clock[0] < 0.35 + 2 * schedule.EXIT_POLL_SECONDS
+    clock[0], jobs[1].process.at = 0.0, 100.0
+    wait_for_an_exit(jobs, 5.0)
+    assert clock[0] == pytest.approx(5.0)

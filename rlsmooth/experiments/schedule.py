@@ -37,7 +37,8 @@ from rlsmooth.errors import ConfigError
 SAFETY = 1.15          # planned durations are stretched by this much before they must fit
 ROOT = Path(__file__).resolve().parents[2]   # the checkout: holds agents/ and rlsmooth/
 START_SECONDS = 15.0   # a job's start-up and exit before any is measured (imports, envs, the final write)
-POLL_SECONDS = 5.0
+POLL_SECONDS = 5.0     # how often running jobs' rates are read and the deadline checked
+EXIT_POLL_SECONDS = 0.1   # how soon an ended job is noticed, so the next one starts at once
 UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
 
 
@@ -185,6 +186,15 @@ def spawn(job: Job) -> None:
                                        preexec_fn=end_with_parent)
     job.started = time.time()
     job.start_steps = [progress(c.run_dir)[0] for c in job.cells]
+
+
+def wait_for_an_exit(jobs: list[Job], seconds: float) -> None:
+    """Sleep up to ``seconds``, returning as soon as one of the jobs' processes has ended."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if any(job.process.poll() is not None for job in jobs):
+            return
+        time.sleep(min(EXIT_POLL_SECONDS, max(0.0, end - time.monotonic())))
 
 
 def waiting_share(pid: int) -> float:

@@ -365,7 +365,7 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
                   f"cell{'s' if len(group) > 1 else ''}{eta}; log {job.log})", flush=True)
         if not running:
             break
-        time.sleep(schedule.POLL_SECONDS if deadline is not None or len(running) > 1 else 0.5)
+        schedule.wait_for_an_exit(running, schedule.POLL_SECONDS)
         for job in list(running):
             code = job.process.poll()
             if code is None:
