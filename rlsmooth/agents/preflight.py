@@ -12,7 +12,7 @@ import numpy as np
 
 from rlsmooth.agents import AGENTS, algo_classes
 from rlsmooth.config.coerce import to_dict
-from rlsmooth.config.sections import TrainConfig, parse_train_config
+from rlsmooth.config.sections import EnvConfig, TrainConfig, parse_train_config
 from rlsmooth.errors import ConfigError
 from rlsmooth.pieces.envs import check_game, make_vec_env
 from rlsmooth.pieces.networks import select_layers
@@ -36,10 +36,8 @@ def load_train_config(data: dict) -> TrainConfig:
     """A TrainConfig from a nested dict, or ConfigError with one line naming the problem."""
     cfg = parse_train_config(data, algo_classes())
     check_game(cfg.env)
-    env = make_vec_env(cfg.env, SeedStreams(cfg.seed).env_seeds(EVAL_CLI, 1), training=False)
-    obs_shape, frame_channels, value_bytes = env.obs_shape, env.frame_channels, np.dtype(env.obs_dtype).itemsize
-    env.close()
-    net = AGENTS[cfg.agent].build(cfg, obs_shape, env.num_actions)   # on the CPU, then dropped
+    obs_shape, frame_channels, value_bytes, num_actions = env_spaces(tuple(sorted(to_dict(cfg.env).items())))
+    net = AGENTS[cfg.agent].build(cfg, obs_shape, num_actions)   # on the CPU, then dropped
     normalised = select_layers(net, cfg.spectral.layers, "spectral.layers")
     select_layers(net, cfg.spectral.track, "spectral.track")
     both = [n for n in rho_layer_names(net, cfg.optim) if n in normalised]
@@ -53,6 +51,18 @@ def load_train_config(data: dict) -> TrainConfig:
     if cfg.wandb.enabled and importlib.util.find_spec("wandb") is None:
         raise ConfigError("wandb.enabled needs the wandb extra: pip install -e '.[wandb]'")
     return cfg
+
+
+@functools.cache   # one env built per env section: a sweep's cells differ in seeds and variants, not games
+def env_spaces(env_section: tuple) -> tuple[tuple, int, int, int]:
+    """Observation shape, frame channels, bytes per observation value and action count of the env that
+    ``env_section`` (the config's env section as sorted (key, value) pairs) describes, from one env
+    built and closed."""
+    env = make_vec_env(EnvConfig(**dict(env_section)), SeedStreams(0).env_seeds(EVAL_CLI, 1), training=False)
+    try:
+        return env.obs_shape, env.frame_channels, np.dtype(env.obs_dtype).itemsize, env.num_actions
+    finally:
+        env.close()
 
 
 @functools.cache   # one read per process: every config a sweep or population loads is checked
