@@ -252,13 +252,17 @@ def test_cells_finished_in_a_results_directory_are_skipped(tmp_path, chain_confi
     import shutil
     sweep = make_sweep(tmp_path, chain_config)
     out = tmp_path / "sweep_out"
-    run_cli("sweep", sweep, check=True)
+    one = ("--set", "axes.variant=[sn_fc]", "axes.seed=[1]")
+    run_cli("sweep", sweep, *one, check=True)
     results = tmp_path / "results"
     results.mkdir()
     shutil.move(str(out / "variant=sn_fc__seed=1"), str(results / "variant=sn_fc__seed=1"))
     status = run_cli("sweep", sweep, "--status", "--results", results, check=True).stdout.splitlines()
-    assert len(status) == 5 and all(" finished " in line and "200/200" in line for line in status[1:]), status
-    proc = run_cli("sweep", sweep, "--results", results, check=True)
+    rows = {line.split()[0]: line for line in status[1:]}
+    moved = rows.pop("variant=sn_fc__seed=1")
+    assert len(rows) == 3 and " finished " in moved and " 200/200 " in moved, status
+    assert all(" pending " in line and " 0/200 " in line for line in rows.values()), status
+    proc = run_cli("sweep", sweep, "--results", results, *one, check=True)
     assert table_states(proc.stdout)["variant=sn_fc__seed=1"] == "finished (results)"
     assert "] started " not in proc.stdout and not (out / "variant=sn_fc__seed=1").exists()
     bad = run_cli("sweep", sweep, "--results", tmp_path / "nope")
