@@ -39,6 +39,13 @@ loop:
 """
 
 
+
+def pytest_collection_modifyitems(items):
+    """The heavy tests first: pytest-xdist's work stealing then balances the light ones behind them, so
+    no worker is left running one long test at the end while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 @pytest.fixture
 def chain_config(tmp_path):
     def make(agent="dqn", steps=400, num_envs=1, extra=""):

@@ -70,6 +70,7 @@ def test_same_seed_gives_identical_metrics(chain_config, tmp_path):
     assert metrics(tmp_path / "a") != metrics(tmp_path / "c")
 
 
+@pytest.mark.heavy
 def test_resume_after_sigkill_matches_uninterrupted_run(chain_config, tmp_path):
     cfg = chain_config("c51", steps=3000, extra="num_atoms: 11\n  v_min: -2.0\n  v_max: 2.0")
     full = tmp_path / "full"

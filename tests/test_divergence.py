@@ -2,6 +2,7 @@
 import json
 import math
 
+import pytest
 import torch
 import yaml
 
@@ -42,6 +43,7 @@ def test_diagnostics_never_raise_on_non_finite_input():
     assert srank(torch.tensor([[float("inf"), 1.0], [0.0, 1.0]])) == 0
 
 
+@pytest.mark.heavy
 def test_a_sweep_goes_on_and_compare_counts_the_diverged_run(chain_config, tmp_path):
     base = chain_config(steps=400, extra="loss: mse")
     sweep = tmp_path / "sweep.yaml"
@@ -62,7 +64,6 @@ def test_a_sweep_goes_on_and_compare_counts_the_diverged_run(chain_config, tmp_p
 
 def test_a_run_diverged_before_its_first_evaluation_is_named_and_left_out(chain_config, tmp_path):
     from rlsmooth.experiments.report.runs import load_run
-    import pytest
     out = tmp_path / "run"
     proc = run_cli("train", chain_config(steps=1000), "algo.loss=mse", "optim.name=sgd", "optim.lr=1000.0",
                    "loop.eval_every=1000", "loop.checkpoint_every=1000", "--out", out)

@@ -262,6 +262,7 @@ def assert_population_equals_solo_runs(tmp_path, preset, net=(), steps=2000):
                 == json.loads((tmp_path / "solo" / name / "summary.json").read_text()))
 
 
+@pytest.mark.heavy
 def test_a_population_member_equals_its_default_solo_run_over_a_whole_run(tmp_path):
     assert_population_equals_solo_runs(tmp_path, "minatar_dqn.yaml")
 

@@ -45,6 +45,7 @@ def make_sweep(tmp_path, chain_config):
     return path
 
 
+@pytest.mark.heavy
 def test_local_sweep_runs_skips_and_resumes(tmp_path, chain_config):
     sweep = make_sweep(tmp_path, chain_config)
     dry = run_cli("sweep", sweep, "--dry-run", check=True).stdout
@@ -70,6 +71,7 @@ def test_local_sweep_runs_skips_and_resumes(tmp_path, chain_config):
         assert (report / png).stat().st_size > 5000
 
 
+@pytest.mark.heavy
 def test_failing_cell_does_not_stop_the_others(tmp_path, chain_config):
     sweep = make_sweep(tmp_path, chain_config)
     spec = yaml.safe_load(sweep.read_text())
@@ -221,6 +223,7 @@ def second_lines(stdout):
     return [line for line in stdout.splitlines() if "] started " in line]
 
 
+@pytest.mark.heavy
 def test_a_time_budget_leaves_nothing_half_done_and_a_second_call_continues(tmp_path, chain_config):
     base = chain_config(steps=3000)
     sweep = tmp_path / "sweep.yaml"
