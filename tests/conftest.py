@@ -39,7 +39,6 @@ loop:
 """
 
 
-
 def pytest_collection_modifyitems(items):
     """The heavy tests first: pytest-xdist's work stealing then balances the light ones behind them, so
     no worker is left running one long test at the end while the other idles."""

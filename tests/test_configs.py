@@ -31,7 +31,6 @@ def test_every_sweep_loads_and_validates_all_its_cells(path):
     assert len(sweep.cells) == len({c.run_dir for c in sweep.cells})
 
 
-
 def test_a_sweep_builds_one_env_per_game_to_check_its_cells(monkeypatch):
     """Checking a sweep's cells builds an env once per distinct env section (seeds and variants share
     it), and each game keeps its own spaces: MinAtar asterix has 4 channels, space_invaders 6."""
@@ -39,15 +38,16 @@ def test_a_sweep_builds_one_env_per_game_to_check_its_cells(monkeypatch):
     built = []
     real = preflight.make_vec_env
     monkeypatch.setattr(preflight, "make_vec_env", lambda cfg, *a, **k: built.append(cfg.game) or real(cfg, *a, **k))
-    preflight.env_spaces.cache_clear()
+    preflight._env_spaces.cache_clear()
     base = load_yaml(ROOT / "configs" / "minatar_dqn.yaml")
     channels = {}
     for game in ("asterix", "space_invaders"):
         for seed in range(3):
             for layers in ("[]", "[fc]"):
                 cfg = load(apply_overrides(base, [f"env.game={game}", f"seed={seed}", f"spectral.layers={layers}"]))
-                channels[game] = preflight.env_spaces(tuple(sorted(preflight.to_dict(cfg.env).items())))[0][0]
+                channels[game] = preflight.env_spaces(cfg.env)[0][0]
     assert built == ["asterix", "space_invaders"] and channels == {"asterix": 4, "space_invaders": 6}
+
 
 def test_duplicate_yaml_keys_are_refused(tmp_path):
     path = tmp_path / "dup.yaml"

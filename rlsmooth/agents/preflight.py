@@ -36,7 +36,7 @@ def load_train_config(data: dict) -> TrainConfig:
     """A TrainConfig from a nested dict, or ConfigError with one line naming the problem."""
     cfg = parse_train_config(data, algo_classes())
     check_game(cfg.env)
-    obs_shape, frame_channels, value_bytes, num_actions = env_spaces(tuple(sorted(to_dict(cfg.env).items())))
+    obs_shape, frame_channels, value_bytes, num_actions = env_spaces(cfg.env)
     net = AGENTS[cfg.agent].build(cfg, obs_shape, num_actions)   # on the CPU, then dropped
     normalised = select_layers(net, cfg.spectral.layers, "spectral.layers")
     select_layers(net, cfg.spectral.track, "spectral.track")
@@ -53,11 +53,14 @@ def load_train_config(data: dict) -> TrainConfig:
     return cfg
 
 
+def env_spaces(env: EnvConfig) -> tuple[tuple, int, int, int]:
+    """Observation shape, frame channels, bytes per observation value and action count of ``env``'s
+    environment, from one env built and closed per distinct env section."""
+    return _env_spaces(tuple(sorted(to_dict(env).items())))
+
+
 @functools.cache   # one env built per env section: a sweep's cells differ in seeds and variants, not games
-def env_spaces(env_section: tuple) -> tuple[tuple, int, int, int]:
-    """Observation shape, frame channels, bytes per observation value and action count of the env that
-    ``env_section`` (the config's env section as sorted (key, value) pairs) describes, from one env
-    built and closed."""
+def _env_spaces(env_section: tuple) -> tuple[tuple, int, int, int]:
     env = make_vec_env(EnvConfig(**dict(env_section)), SeedStreams(0).env_seeds(EVAL_CLI, 1), training=False)
     try:
         return env.obs_shape, env.frame_channels, np.dtype(env.obs_dtype).itemsize, env.num_actions
