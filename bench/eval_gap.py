@@ -1,6 +1,6 @@
 """Is an evaluation score lower than the training episodes' for a reason in the code, or by chance?
 
-    python bench/eval_gap.py scores RUN_DIR [RUN_DIR ...] [--episodes 100] [--window 50000]
+    python bench/eval_gap.py scores RUN_DIR [RUN_DIR ...] [--episodes 100] [--window 50000] [--raw FILE]
     python bench/eval_gap.py metrics METRICS_JSONL --from STEP --to STEP
 
 ``scores`` plays each run's saved checkpoint (a value agent) on evaluation envs at the run's
@@ -10,6 +10,10 @@ its checkpoint (the same policy, give or take that window's learning, at the tra
 That an evaluation env plays the training env's game for the same seeds and actions is a unit test
 (tests/test_envs.py); this script measures what is left: the exploration rate, and the training
 episodes' bookkeeping.
+
+With several runs, ``scores`` closes with each difference taken across runs, per game and over all
+runs as a fraction of the training mean (one number per run, a t-interval over runs, and how many
+runs lie above zero), and ``--raw FILE`` keeps every episode's return as JSON.
 
 ``metrics`` reads one run's metrics.jsonl: its evaluation episodes against its training episodes
 over a step range, with a Welch interval of the difference.  metrics.jsonl logs a window's mean
@@ -47,6 +51,23 @@ def welch(a_mean, a_var, a_n, b_mean, b_var, b_n) -> tuple[float, float, float]:
     return diff, diff - half, diff + half
 
 
+def across_runs(diffs) -> tuple[float, float, float, int, int]:
+    """(mean, 95% t-interval low, high, runs above zero, runs) of one difference per run."""
+    from scipy import stats
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    mean = float(d.mean()) if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan, int((d > 0).sum()), n
+    half = float(stats.t.ppf(0.975, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    return mean, mean - half, mean + half, int((d > 0).sum()), n
+
+
+def across_runs_line(label: str, diffs, fmt: str = "+.2f") -> str:
+    mean, lo, hi, above, n = across_runs(diffs)
+    return f"| {label} | {n} | {mean:{fmt}} [{lo:{fmt}}, {hi:{fmt}}] | {above} of {n} |"
+
+
 def training_episodes(rows: list[dict], lo: int, hi: int) -> tuple[float, float, int]:
     """(mean, estimated per-episode variance, episodes) of the training episodes logged in (lo, hi]."""
     windows = [(r["train/episode_return"], int(r["train/episodes"])) for r in rows
@@ -80,6 +101,7 @@ def cmd_scores(args) -> None:
     print("| run | step | training episodes (last window, eps_train) | eval env at eps_train | eval env at eps_eval | "
           "eval(eps_train) - training [95% CI] | eval(eps_eval) - eval(eps_train) [95% CI] |")
     print("|---|---|---|---|---|---|---|")
+    records = []
     for run_dir in map(Path, args.runs):
         cfg, state, module = load_saved_run(run_dir)
         step = int(state["step"])
@@ -92,6 +114,32 @@ def cmd_scores(args) -> None:
               f"(n={len(at_train)}, eps {cfg.algo.epsilon_end:g}) | {at_eval.mean():.2f} ± {at_eval.std(ddof=1):.2f} "
               f"(n={len(at_eval)}, eps {cfg.loop.eval_epsilon:g}) | {d1[0]:+.2f} [{d1[1]:+.2f}, {d1[2]:+.2f}] | "
               f"{d2[0]:+.2f} [{d2[1]:+.2f}, {d2[2]:+.2f}] |", flush=True)
+        records.append({"run": run_dir.name, "game": cfg.env.game, "step": step, "window": args.window,
+                        "training": {"mean": t_mean, "variance_estimate": t_var, "episodes": t_n},
+                        "epsilon_train": cfg.algo.epsilon_end, "epsilon_eval": cfg.loop.eval_epsilon,
+                        "returns_at_epsilon_train": at_train.tolist(), "returns_at_epsilon_eval": at_eval.tolist()})
+    if args.raw:
+        Path(args.raw).write_text(json.dumps(records, indent=1) + "\n")
+    if len(records) > 1:
+        print()
+        print(across_runs_table(records))
+
+
+def across_runs_table(records: list[dict]) -> str:
+    """Each difference as one number per run, per game and pooled relative to the training mean."""
+    def gap_train(r):
+        return float(np.mean(r["returns_at_epsilon_train"])) - r["training"]["mean"]
+
+    def gap_eps(r):
+        return float(np.mean(r["returns_at_epsilon_eval"])) - float(np.mean(r["returns_at_epsilon_train"]))
+
+    lines = ["| across runs | runs | mean [95% t-interval over runs] | runs above 0 |", "|---|---|---|---|"]
+    for name, gap in (("eval(eps_train) - training", gap_train), ("eval(eps_eval) - eval(eps_train)", gap_eps)):
+        for game in sorted({r["game"] for r in records}):
+            lines.append(across_runs_line(f"{name}, {game}", [gap(r) for r in records if r["game"] == game]))
+        lines.append(across_runs_line(f"{name}, all runs, / training mean",
+                                      [gap(r) / abs(r["training"]["mean"]) for r in records], fmt="+.3f"))
+    return "\n".join(lines)
 
 
 def cmd_metrics(args) -> None:
@@ -119,6 +167,7 @@ def main() -> None:
     p.add_argument("runs", nargs="+")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--window", type=int, default=50_000, help="agent steps of training episodes before the checkpoint")
+    p.add_argument("--raw", help="write every episode's return, and each run's training episodes, to this JSON file")
     p.set_defaults(func=cmd_scores)
     p = sub.add_parser("metrics")
     p.add_argument("metrics")

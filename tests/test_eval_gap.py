@@ -1,0 +1,57 @@
+"""bench/eval_gap.py: its across-runs summary against scipy's own one-sample t-interval."""
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "eval_gap.py"
+
+
+@pytest.fixture(scope="module")
+def eval_gap():
+    spec = importlib.util.spec_from_file_location("eval_gap", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_across_runs_matches_a_one_sample_t_interval(eval_gap):
+    diffs = [1.5, -0.25, 3.0, 0.75, 2.0, -1.0]
+    mean, lo, hi, above, n = eval_gap.across_runs(diffs)
+    ci = stats.ttest_1samp(diffs, 0.0).confidence_interval(0.95)
+    assert mean == pytest.approx(np.mean(diffs))
+    assert (lo, hi) == pytest.approx((ci.low, ci.high))
+    assert (above, n) == (4, 6)
+
+
+def test_across_runs_of_one_run_has_no_interval(eval_gap):
+    mean, lo, hi, above, n = eval_gap.across_runs([-2.0])
+    assert mean == -2.0 and math.isnan(lo) and math.isnan(hi) and (above, n) == (0, 1)
+
+
+def test_across_runs_table_takes_each_game_apart_and_pools_relative_gaps(eval_gap):
+    def record(game, training, at_train, at_eval):
+        return {"game": game, "training": {"mean": training}, "returns_at_epsilon_train": at_train,
+                "returns_at_epsilon_eval": at_eval}
+    records = [record("asterix", 10.0, [12.0, 14.0], [13.0, 13.0]),
+               record("asterix", 8.0, [6.0, 8.0], [9.0, 9.0]),
+               record("space_invaders", 100.0, [90.0, 110.0, 80.0], [100.0, 100.0, 100.0]),
+               record("space_invaders", 200.0, [210.0], [190.0])]
+    table = eval_gap.across_runs_table(records)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:]}
+    # per game, the plain differences: asterix +3 and -1; space_invaders -6.67 and +10
+    mean, lo, hi, _, _ = eval_gap.across_runs([3.0, -1.0])
+    assert rows["eval(eps_train) - training, asterix"] == (
+        f"| eval(eps_train) - training, asterix | 2 | {mean:+.2f} [{lo:+.2f}, {hi:+.2f}] | 1 of 2 |")
+    assert "| 1 of 2 |" in rows["eval(eps_train) - training, space_invaders"]
+    # pooled over games, each run's gap over its own training mean
+    relative = [3.0 / 10.0, -1.0 / 8.0, (280.0 / 3 - 100.0) / 100.0, 10.0 / 200.0]
+    mean, lo, hi, above, n = eval_gap.across_runs(relative)
+    assert rows["eval(eps_train) - training, all runs, / training mean"].endswith(
+        f"| {n} | {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] | {above} of {n} |")
+    # lowering epsilon: asterix 0 (not above zero) and +2, space_invaders +6.67 and -20
+    assert "| 1 of 2 |" in rows["eval(eps_eval) - eval(eps_train), asterix"]
+    assert "| 1 of 2 |" in rows["eval(eps_eval) - eval(eps_train), space_invaders"]
