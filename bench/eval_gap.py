@@ -13,7 +13,9 @@ episodes' bookkeeping.
 
 With several runs, ``scores`` closes with each difference taken across runs, per game and over all
 runs as a fraction of the training mean (one number per run, a t-interval over runs, and how many
-runs lie above zero), and ``--raw FILE`` keeps every episode's return as JSON.
+runs lie above zero), and ``--raw FILE`` keeps every episode's return as JSON.  ``--continued COPY``
+(one run) adds the training episodes of a copy of the run resumed past its checkpoint, over the
+``--window`` after it: the frozen checkpoint against the same policy as it goes on learning.
 
 ``metrics`` reads one run's metrics.jsonl: its evaluation episodes against its training episodes
 over a step range, with a Welch interval of the difference.  metrics.jsonl logs a window's mean
@@ -98,6 +100,8 @@ def play(cfg, state, module, epsilon: float, episodes: int) -> list[float]:
 
 
 def cmd_scores(args) -> None:
+    if args.continued and len(args.runs) != 1:
+        raise SystemExit("--continued takes one run")
     print("| run | step | training episodes (last window, eps_train) | eval env at eps_train | eval env at eps_eval | "
           "eval(eps_train) - training [95% CI] | eval(eps_eval) - eval(eps_train) [95% CI] |")
     print("|---|---|---|---|---|---|---|")
@@ -118,11 +122,29 @@ def cmd_scores(args) -> None:
                         "training": {"mean": t_mean, "variance_estimate": t_var, "episodes": t_n},
                         "epsilon_train": cfg.algo.epsilon_end, "epsilon_eval": cfg.loop.eval_epsilon,
                         "returns_at_epsilon_train": at_train.tolist(), "returns_at_epsilon_eval": at_eval.tolist()})
+    if args.continued:
+        print()
+        print(continued_line(records[0], Path(args.continued), args.window))
     if args.raw:
         Path(args.raw).write_text(json.dumps(records, indent=1) + "\n")
     if len(records) > 1:
         print()
         print(across_runs_table(records))
+
+
+def continued_line(record: dict, continued: Path, window: int) -> str:
+    """The checkpoint at the training epsilon against a copy of its run trained on past it: the same
+    policy, frozen, beside the training episodes of that policy as it goes on learning from it.  With
+    the window before the checkpoint, this brackets the checkpoint, so that a curve still rising
+    cannot make the frozen policy look worse than the learning one."""
+    step = record["step"]
+    t_mean, t_var, t_n = training_episodes(rows_of(continued / "metrics.jsonl"), step, step + window)
+    record["training_after"] = {"run": str(continued), "mean": t_mean, "variance_estimate": t_var, "episodes": t_n,
+                                "window": window}
+    at_train = np.asarray(record["returns_at_epsilon_train"])
+    d = welch(at_train.mean(), at_train.var(ddof=1), len(at_train), t_mean, t_var, t_n)
+    return (f"training episodes of the continued run in ({step:,}, {step + window:,}]: {t_mean:.2f} (n={t_n}); "
+            f"eval(eps_train) - those: {d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] (95% Welch)")
 
 
 def across_runs_table(records: list[dict]) -> str:
@@ -167,6 +189,8 @@ def main() -> None:
     p.add_argument("runs", nargs="+")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--window", type=int, default=50_000, help="agent steps of training episodes before the checkpoint")
+    p.add_argument("--continued", help="a copy of the (one) run resumed past its checkpoint: its training episodes in the "
+                   "--window after the checkpoint")
     p.add_argument("--raw", help="write every episode's return, and each run's training episodes, to this JSON file")
     p.set_defaults(func=cmd_scores)
     p = sub.add_parser("metrics")

@@ -55,3 +55,28 @@ def test_across_runs_table_takes_each_game_apart_and_pools_relative_gaps(eval_ga
     # lowering epsilon: asterix 0 (not above zero) and +2, space_invaders +6.67 and -20
     assert "| 1 of 2 |" in rows["eval(eps_eval) - eval(eps_train), asterix"]
     assert "| 1 of 2 |" in rows["eval(eps_eval) - eval(eps_train), space_invaders"]
+
+
+@pytest.mark.slow
+def test_pong_eval_gap_script_scores_one_checkpoint_between_the_training_before_and_after_it(tmp_path):
+    """bench/pong_eval_gap.sh at a tiny size: a run to its snapshot, a copy trained past it, and the
+    snapshot scored at both epsilons beside the training episodes on either side of it."""
+    import json
+    import os
+    import subprocess
+    import sys
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(out), RUNS=str(tmp_path / "runs"), SNAPSHOT="2000",
+               WINDOW="1000", EPISODES="2",
+               EXTRA="algo.learning_starts=1000 algo.replay_capacity=3000 loop.eval_every=1000 loop.eval_steps=400 "
+                     "algo.epsilon_decay_steps=1000 loop.log_every=500 loop.save_replay=false")
+    proc = subprocess.run(["bash", str(SCRIPT.parent / "pong_eval_gap.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (out / "eval_gap_scores.md").read_text()
+    assert "| snapshot | 2,000 |" in table and "training episodes of the continued run in (2,000, 3,000]" in table
+    (record,) = json.loads((out / "eval_gap_raw.json").read_text())
+    assert len(record["returns_at_epsilon_train"]) == len(record["returns_at_epsilon_eval"]) == 2
+    assert record["training_after"]["window"] == 1000 and record["epsilon_train"] == 0.01
+    assert json.loads((out / "snapshot" / "summary.json").read_text())["step"] == 2000
+    assert json.loads((out / "continued" / "summary.json").read_text())["step"] == 3000
