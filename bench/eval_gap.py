@@ -21,7 +21,8 @@ runs lie above zero), and ``--raw FILE`` keeps every episode's return as JSON.  
 over a step range, with a Welch interval of the difference.  metrics.jsonl logs a window's mean
 training return and its episode count, not each episode, so the training episodes' spread is
 estimated from the spread of the window means (each window mean's variance is the episodes'
-variance over its count); say so where the result is quoted.
+variance over its count), and that estimate has one degree of freedom fewer than there are windows,
+which the Welch interval uses; say so where the result is quoted.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,11 +45,16 @@ from rlsmooth.pieces.seeding import EVAL_CLI, SeedStreams  # noqa: E402
 from rlsmooth.training.evaluation import evaluate  # noqa: E402
 
 
-def welch(a_mean, a_var, a_n, b_mean, b_var, b_n) -> tuple[float, float, float]:
-    """Difference a - b of two means and its 95% Welch t-interval."""
+def welch(a_mean, a_var, a_n, b_mean, b_var, b_n, b_dof=None) -> tuple[float, float, float]:
+    """Difference a - b of two means and its 95% Welch t-interval.
+
+    ``b_dof`` is the degrees of freedom of ``b_var`` when it was not estimated from ``b_n`` single
+    values (n - 1): the training episodes' variance comes from a few window means, not from each
+    episode, so it has one degree of freedom fewer than there are windows."""
     from scipy import stats
+    b_dof = max(b_n - 1, 1) if b_dof is None else max(b_dof, 1)
     se2 = a_var / a_n + b_var / b_n
-    df = se2 ** 2 / ((a_var / a_n) ** 2 / max(a_n - 1, 1) + (b_var / b_n) ** 2 / max(b_n - 1, 1)) if se2 > 0 else 1.0
+    df = se2 ** 2 / ((a_var / a_n) ** 2 / max(a_n - 1, 1) + (b_var / b_n) ** 2 / b_dof) if se2 > 0 else 1.0
     half = float(stats.t.ppf(0.975, df)) * math.sqrt(se2)
     diff = a_mean - b_mean
     return diff, diff - half, diff + half
@@ -70,19 +77,26 @@ def across_runs_line(label: str, diffs, fmt: str = "+.2f") -> str:
     return f"| {label} | {n} | {mean:{fmt}} [{lo:{fmt}}, {hi:{fmt}}] | {above} of {n} |"
 
 
-def training_episodes(rows: list[dict], lo: int, hi: int) -> tuple[float, float, int]:
-    """(mean, estimated per-episode variance, episodes) of the training episodes logged in (lo, hi]."""
+class TrainingEpisodes(NamedTuple):
+    mean: float
+    variance: float   # per episode, estimated from the window means
+    episodes: int
+    windows: int      # log windows the estimate comes from: its degrees of freedom are windows - 1
+
+
+def training_episodes(rows: list[dict], lo: int, hi: int) -> TrainingEpisodes:
+    """The training episodes logged in (lo, hi]: their mean, and their per-episode variance as the window means give it."""
     windows = [(r["train/episode_return"], int(r["train/episodes"])) for r in rows
                if lo < r["step"] <= hi and "train/episode_return" in r and r.get("train/episodes")]
     if not windows:
-        return math.nan, math.nan, 0
+        return TrainingEpisodes(math.nan, math.nan, 0, 0)
     means = np.array([m for m, _ in windows])
     counts = np.array([c for _, c in windows])
     n = int(counts.sum())
     mean = float((means * counts).sum() / n)
     # Var(window mean) = sigma^2 / count, so sigma^2 is estimated by the count-weighted spread of window means
     var = float((counts * (means - mean) ** 2).sum() / max(len(windows) - 1, 1)) if len(windows) > 1 else math.nan
-    return mean, var, n
+    return TrainingEpisodes(mean, var, n, len(windows))
 
 
 def rows_of(path: Path) -> list[dict]:
@@ -109,17 +123,18 @@ def cmd_scores(args) -> None:
     for run_dir in map(Path, args.runs):
         cfg, state, module = load_saved_run(run_dir)
         step = int(state["step"])
-        t_mean, t_var, t_n = training_episodes(rows_of(run_dir / "metrics.jsonl"), step - args.window, step)
+        before = training_episodes(rows_of(run_dir / "metrics.jsonl"), step - args.window, step)
+        t_mean, t_var, t_n = before.mean, before.variance, before.episodes
         at_train = np.array(play(cfg, state, module, cfg.algo.epsilon_end, args.episodes))
         at_eval = np.array(play(cfg, state, module, cfg.loop.eval_epsilon, args.episodes))
-        d1 = welch(at_train.mean(), at_train.var(ddof=1), len(at_train), t_mean, t_var, t_n)
+        d1 = welch(at_train.mean(), at_train.var(ddof=1), len(at_train), t_mean, t_var, t_n, before.windows - 1)
         d2 = welch(at_eval.mean(), at_eval.var(ddof=1), len(at_eval), at_train.mean(), at_train.var(ddof=1), len(at_train))
         print(f"| {run_dir.name} | {step:,} | {t_mean:.2f} (n={t_n}) | {at_train.mean():.2f} ± {at_train.std(ddof=1):.2f} "
               f"(n={len(at_train)}, eps {cfg.algo.epsilon_end:g}) | {at_eval.mean():.2f} ± {at_eval.std(ddof=1):.2f} "
               f"(n={len(at_eval)}, eps {cfg.loop.eval_epsilon:g}) | {d1[0]:+.2f} [{d1[1]:+.2f}, {d1[2]:+.2f}] | "
               f"{d2[0]:+.2f} [{d2[1]:+.2f}, {d2[2]:+.2f}] |", flush=True)
         records.append({"run": run_dir.name, "game": cfg.env.game, "step": step, "window": args.window,
-                        "training": {"mean": t_mean, "variance_estimate": t_var, "episodes": t_n},
+                        "training": {"mean": t_mean, "variance_estimate": t_var, "episodes": t_n, "windows": before.windows},
                         "epsilon_train": cfg.algo.epsilon_end, "epsilon_eval": cfg.loop.eval_epsilon,
                         "returns_at_epsilon_train": at_train.tolist(), "returns_at_epsilon_eval": at_eval.tolist()})
     if args.continued:
@@ -138,11 +153,12 @@ def continued_line(record: dict, continued: Path, window: int) -> str:
     the window before the checkpoint, this brackets the checkpoint, so that a curve still rising
     cannot make the frozen policy look worse than the learning one."""
     step = record["step"]
-    t_mean, t_var, t_n = training_episodes(rows_of(continued / "metrics.jsonl"), step, step + window)
-    record["training_after"] = {"run": str(continued), "mean": t_mean, "variance_estimate": t_var, "episodes": t_n,
-                                "window": window}
+    after = training_episodes(rows_of(continued / "metrics.jsonl"), step, step + window)
+    t_mean, t_n = after.mean, after.episodes
+    record["training_after"] = {"run": str(continued), "mean": t_mean, "variance_estimate": after.variance,
+                                "episodes": t_n, "windows": after.windows, "window": window}
     at_train = np.asarray(record["returns_at_epsilon_train"])
-    d = welch(at_train.mean(), at_train.var(ddof=1), len(at_train), t_mean, t_var, t_n)
+    d = welch(at_train.mean(), at_train.var(ddof=1), len(at_train), t_mean, after.variance, t_n, after.windows - 1)
     return (f"training episodes of the continued run in ({step:,}, {step + window:,}]: {t_mean:.2f} (n={t_n}); "
             f"eval(eps_train) - those: {d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] (95% Welch)")
 
@@ -174,11 +190,12 @@ def cmd_metrics(args) -> None:
     # pooled variance of the phases' episodes: within-phase (np.std is the population std) plus between-phase
     ss = sum(r["eval/episodes"] * (r["eval/episode_return_std"] ** 2 + (r["eval/episode_return"] - mean) ** 2) for r in evals)
     var = ss / max(n - 1, 1)
-    t_mean, t_var, t_n = training_episodes(rows, args.lo, args.hi)
-    diff, lo, hi = welch(mean, var, n, t_mean, t_var, t_n)
+    training = training_episodes(rows, args.lo, args.hi)
+    t_mean, t_var, t_n = training.mean, training.variance, training.episodes
+    diff, lo, hi = welch(mean, var, n, t_mean, t_var, t_n, training.windows - 1)
     print(f"evaluation episodes at steps {[r['step'] for r in evals]}: {mean:.2f} (sd {math.sqrt(var):.2f}, n={n})")
     print(f"training episodes in ({args.lo:,}, {args.hi:,}]: {t_mean:.2f} (sd {math.sqrt(t_var):.2f} estimated from "
-          f"window means, n={t_n})")
+          f"{training.windows} window means, n={t_n})")
     print(f"evaluation - training: {diff:+.2f} [{lo:+.2f}, {hi:+.2f}] (95% Welch)")
 
 

@@ -80,3 +80,25 @@ def test_pong_eval_gap_script_scores_one_checkpoint_between_the_training_before_
     assert record["training_after"]["window"] == 1000 and record["epsilon_train"] == 0.01
     assert json.loads((out / "snapshot" / "summary.json").read_text())["step"] == 2000
     assert json.loads((out / "continued" / "summary.json").read_text())["step"] == 3000
+
+
+def test_welch_matches_scipy_on_single_values_and_widens_for_a_variance_from_few_windows(eval_gap):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 2.0, 40), rng.normal(0.0, 5.0, 12)
+    diff, lo, hi = eval_gap.welch(a.mean(), a.var(ddof=1), len(a), b.mean(), b.var(ddof=1), len(b))
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx(a.mean() - b.mean()) and (lo, hi) == pytest.approx((ci.low, ci.high))
+    # the same variance known only from 3 window means: 2 degrees of freedom, a wider interval
+    _, lo3, hi3 = eval_gap.welch(a.mean(), a.var(ddof=1), len(a), b.mean(), b.var(ddof=1), len(b), b_dof=2)
+    assert lo3 < lo and hi3 > hi
+
+
+def test_training_episodes_weight_window_means_by_their_episode_counts(eval_gap):
+    rows = [{"step": 10, "train/episode_return": 1.0, "train/episodes": 2.0},
+            {"step": 20, "train/episode_return": 4.0, "train/episodes": 1.0},
+            {"step": 30, "train/episode_return": 2.0, "train/episodes": 3.0},
+            {"step": 40, "train/loss": 0.5}]
+    got = eval_gap.training_episodes(rows, 10, 40)   # (10, 40]: the last two windows
+    assert got.mean == pytest.approx((4.0 + 6.0) / 4) and got.episodes == 4 and got.windows == 2
+    # Var(window mean) = sigma^2 / count: sigma^2 = sum(count * (mean_w - mean)^2) / (windows - 1)
+    assert got.variance == pytest.approx(1 * (4.0 - 2.5) ** 2 + 3 * (2.0 - 2.5) ** 2)
