@@ -1,6 +1,7 @@
 """Is an evaluation score lower than the training episodes' for a reason in the code, or by chance?
 
     python bench/eval_gap.py scores RUN_DIR [RUN_DIR ...] [--episodes 100] [--window 50000] [--raw FILE]
+    python bench/eval_gap.py after RUN_DIR RAW.json [RAW.json ...] [--window 50000]
     python bench/eval_gap.py metrics METRICS_JSONL --from STEP --to STEP
 
 ``scores`` plays each run's saved checkpoint (a value agent) on evaluation envs at the run's
@@ -13,9 +14,12 @@ episodes' bookkeeping.
 
 With several runs, ``scores`` closes with each difference taken across runs, per game and over all
 runs as a fraction of the training mean (one number per run, a t-interval over runs, and how many
-runs lie above zero), and ``--raw FILE`` keeps every episode's return as JSON.  ``--continued COPY``
-(one run) adds the training episodes of a copy of the run resumed past its checkpoint, over the
-``--window`` after it: the frozen checkpoint against the same policy as it goes on learning.
+runs lie above zero), and ``--raw FILE`` keeps every episode's return as JSON.
+
+``after`` reads such raw files and the metrics of the same run trained on past its checkpoints (a
+resumed run continues exactly): each checkpoint at the training epsilon against the training
+episodes of the ``--window`` after it.  With the window before it, that brackets the checkpoint, so a
+curve still rising cannot make the frozen policy look worse than the one that goes on learning.
 
 ``metrics`` reads one run's metrics.jsonl: its evaluation episodes against its training episodes
 over a step range, with a Welch interval of the difference.  metrics.jsonl logs a window's mean
@@ -114,8 +118,6 @@ def play(cfg, state, module, epsilon: float, episodes: int) -> list[float]:
 
 
 def cmd_scores(args) -> None:
-    if args.continued and len(args.runs) != 1:
-        raise SystemExit("--continued takes one run")
     print("| run | step | training episodes (last window, eps_train) | eval env at eps_train | eval env at eps_eval | "
           "eval(eps_train) - training [95% CI] | eval(eps_eval) - eval(eps_train) [95% CI] |")
     print("|---|---|---|---|---|---|---|")
@@ -137,9 +139,6 @@ def cmd_scores(args) -> None:
                         "training": {"mean": t_mean, "variance_estimate": t_var, "episodes": t_n, "windows": before.windows},
                         "epsilon_train": cfg.algo.epsilon_end, "epsilon_eval": cfg.loop.eval_epsilon,
                         "returns_at_epsilon_train": at_train.tolist(), "returns_at_epsilon_eval": at_eval.tolist()})
-    if args.continued:
-        print()
-        print(continued_line(records[0], Path(args.continued), args.window))
     if args.raw:
         Path(args.raw).write_text(json.dumps(records, indent=1) + "\n")
     if len(records) > 1:
@@ -147,20 +146,26 @@ def cmd_scores(args) -> None:
         print(across_runs_table(records))
 
 
-def continued_line(record: dict, continued: Path, window: int) -> str:
-    """The checkpoint at the training epsilon against a copy of its run trained on past it: the same
-    policy, frozen, beside the training episodes of that policy as it goes on learning from it.  With
-    the window before the checkpoint, this brackets the checkpoint, so that a curve still rising
-    cannot make the frozen policy look worse than the learning one."""
+def after_line(record: dict, rows: list[dict], window: int) -> str:
+    """One checkpoint at the training epsilon against the training episodes of the window after it."""
     step = record["step"]
-    after = training_episodes(rows_of(continued / "metrics.jsonl"), step, step + window)
-    t_mean, t_n = after.mean, after.episodes
-    record["training_after"] = {"run": str(continued), "mean": t_mean, "variance_estimate": after.variance,
-                                "episodes": t_n, "windows": after.windows, "window": window}
+    after = training_episodes(rows, step, step + window)
     at_train = np.asarray(record["returns_at_epsilon_train"])
-    d = welch(at_train.mean(), at_train.var(ddof=1), len(at_train), t_mean, after.variance, t_n, after.windows - 1)
-    return (f"training episodes of the continued run in ({step:,}, {step + window:,}]: {t_mean:.2f} (n={t_n}); "
-            f"eval(eps_train) - those: {d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] (95% Welch)")
+    d = welch(at_train.mean(), at_train.var(ddof=1), len(at_train), after.mean, after.variance, after.episodes,
+              after.windows - 1)
+    return (f"| {record['run']} | {step:,} | {record['training']['mean']:.2f} (n={record['training']['episodes']}) | "
+            f"{at_train.mean():.2f} (n={len(at_train)}) | {after.mean:.2f} (n={after.episodes}) | "
+            f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] |")
+
+
+def cmd_after(args) -> None:
+    rows = rows_of(Path(args.run) / "metrics.jsonl")
+    print(f"| run | checkpoint | training episodes before | checkpoint at eps_train | training episodes in the {args.window:,} "
+          "agent steps after | eval(eps_train) - training after [95% CI] |")
+    print("|---|---|---|---|---|---|")
+    for raw in args.raw:
+        for record in json.loads(Path(raw).read_text()):
+            print(after_line(record, rows, args.window))
 
 
 def across_runs_table(records: list[dict]) -> str:
@@ -206,10 +211,13 @@ def main() -> None:
     p.add_argument("runs", nargs="+")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--window", type=int, default=50_000, help="agent steps of training episodes before the checkpoint")
-    p.add_argument("--continued", help="a copy of the (one) run resumed past its checkpoint: its training episodes in the "
-                   "--window after the checkpoint")
     p.add_argument("--raw", help="write every episode's return, and each run's training episodes, to this JSON file")
     p.set_defaults(func=cmd_scores)
+    p = sub.add_parser("after")
+    p.add_argument("run", help="the run trained on past the checkpoints that the raw files scored")
+    p.add_argument("raw", nargs="+", help="raw JSON files written by scores --raw")
+    p.add_argument("--window", type=int, default=50_000, help="agent steps of training episodes after each checkpoint")
+    p.set_defaults(func=cmd_after)
     p = sub.add_parser("metrics")
     p.add_argument("metrics")
     p.add_argument("--from", dest="lo", type=int, required=True)

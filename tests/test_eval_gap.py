@@ -58,28 +58,33 @@ def test_across_runs_table_takes_each_game_apart_and_pools_relative_gaps(eval_ga
 
 
 @pytest.mark.slow
-def test_pong_eval_gap_script_scores_one_checkpoint_between_the_training_before_and_after_it(tmp_path):
-    """bench/pong_eval_gap.sh at a tiny size: a run to its snapshot, a copy trained past it, and the
-    snapshot scored at both epsilons beside the training episodes on either side of it."""
+def test_pong_eval_gap_script_scores_checkpoints_between_the_training_before_and_after_them(tmp_path):
+    """bench/pong_eval_gap.sh at a tiny size: one run scored at two checkpoints, at both epsilons,
+    beside the training episodes on either side of each; run again, it has nothing left to do."""
     import json
     import os
     import subprocess
     import sys
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHON=sys.executable, OUT=str(out), RUNS=str(tmp_path / "runs"), SNAPSHOT="2000",
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(out), RUN=str(tmp_path / "run"), SNAPSHOTS="1500 2500",
                WINDOW="1000", EPISODES="2",
-               EXTRA="algo.learning_starts=1000 algo.replay_capacity=3000 loop.eval_every=1000 loop.eval_steps=400 "
-                     "algo.epsilon_decay_steps=1000 loop.log_every=500 loop.save_replay=false")
-    proc = subprocess.run(["bash", str(SCRIPT.parent / "pong_eval_gap.sh")], env=env, capture_output=True, text=True,
-                          timeout=600)
+               EXTRA="algo.learning_starts=1000 algo.replay_capacity=4000 loop.eval_every=1000 loop.eval_steps=400 "
+                     "algo.epsilon_decay_steps=1000 loop.log_every=500 loop.checkpoint_every=500")
+    script = ["bash", str(SCRIPT.parent / "pong_eval_gap.sh")]
+    proc = subprocess.run(script, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    table = (out / "eval_gap_scores.md").read_text()
-    assert "| snapshot | 2,000 |" in table and "training episodes of the continued run in (2,000, 3,000]" in table
-    (record,) = json.loads((out / "eval_gap_raw.json").read_text())
-    assert len(record["returns_at_epsilon_train"]) == len(record["returns_at_epsilon_eval"]) == 2
-    assert record["training_after"]["window"] == 1000 and record["epsilon_train"] == 0.01
-    assert json.loads((out / "snapshot" / "summary.json").read_text())["step"] == 2000
-    assert json.loads((out / "continued" / "summary.json").read_text())["step"] == 3000
+    for snapshot in (1500, 2500):
+        (record,) = json.loads((out / f"raw_{snapshot}.json").read_text())
+        assert record["step"] == snapshot and record["epsilon_train"] == 0.01 and record["epsilon_eval"] == 0.001
+        assert len(record["returns_at_epsilon_train"]) == len(record["returns_at_epsilon_eval"]) == 2
+        assert f"| run | {snapshot:,} |" in (out / f"scores_{snapshot}.md").read_text()
+    after = (out / "after.md").read_text().splitlines()
+    assert [row.split(" | ")[1] for row in after[2:]] == ["1,500", "2,500"]
+    assert json.loads((out / "summary.json").read_text())["step"] == 3500
+    log = (out / "log.txt").read_text()
+    assert log.count("training") == 3 and log.count("scoring") == 2
+    proc = subprocess.run(script, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and (out / "log.txt").read_text().count("training") == 3
 
 
 def test_welch_matches_scipy_on_single_values_and_widens_for_a_variance_from_few_windows(eval_gap):
