@@ -178,3 +178,33 @@ def test_the_short_run_warning_names_checkpoint_and_log_periods():
 def test_every_criteria_file_loads(path):
     from rlsmooth.experiments.report.criteria import load_criteria
     assert load_criteria(path).items
+
+
+def test_the_1m_study_on_three_more_games_keeps_its_design_and_its_test():
+    """The sweep for breakout, seaquest and freeway differs from the first 1M sweep in its games only,
+    and the five-game criteria keep every contrast of the first two games' test, restricted to them."""
+    from rlsmooth.experiments.report.criteria import load_criteria
+    from rlsmooth.experiments.sweep import load_sweep
+    sweeps = ROOT / "configs" / "sweeps"
+    first, more = load_sweep(sweeps / "minatar_adam_sn_1m.yaml"), load_sweep(sweeps / "minatar_adam_sn_1m_more_games.yaml")
+    assert {c.axes["game"] for c in first.cells} == {"asterix", "space_invaders"}
+    assert {c.axes["game"] for c in more.cells} == {"breakout", "seaquest", "freeway"} and len(more.cells) == 54
+    assert more.out == first.out and not {c.name for c in first.cells} & {c.name for c in more.cells}
+
+    def design(sweep):
+        return {tuple(sorted((k, v) for k, v in c.axes.items() if k != "game")):
+                sorted(o for o in c.overrides if not o.startswith("env.game=")) for c in sweep.cells}
+    assert design(more) == design(first)
+    # one seed of every (game, lr, variant) before the next seed
+    assert [c.axes["seed"] for c in more.cells] == sorted(c.axes["seed"] for c in more.cells)
+
+    def contrast(c):
+        return (c.treatment, c.baseline, c.axis, c.at, c.versus, c.statistic, c.threshold, c.fail_threshold)
+    two = load_criteria(sweeps / "criteria" / "minatar_adam_sn.yaml").items
+    five = load_criteria(sweeps / "criteria" / "minatar_adam_sn_five_games.yaml").items
+    pooled = [c for c in two if c.games is None]
+    assert [contrast(c) for c in pooled] == [contrast(c) for c in five if c.games == ["asterix", "space_invaders"]]
+    assert [contrast(c) for c in pooled] == [contrast(c) for c in five if c.games is not None and len(c.games) == 5]
+    per_game = {c.games[0]: contrast(c) for c in five if c.games is not None and len(c.games) == 1}
+    assert set(per_game) == {"asterix", "space_invaders", "breakout", "seaquest", "freeway"}
+    assert {contrast(c) for c in two if c.games is not None} == set(per_game.values())
