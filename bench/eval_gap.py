@@ -103,6 +103,11 @@ def training_episodes(rows: list[dict], lo: int, hi: int) -> TrainingEpisodes:
     return TrainingEpisodes(mean, var, n, len(windows))
 
 
+def minus_training(mean: float, var: float, n: int, training: TrainingEpisodes) -> tuple[float, float, float]:
+    """A sample's mean minus the training episodes', with the Welch interval the window means allow."""
+    return welch(mean, var, n, training.mean, training.variance, training.episodes, training.windows - 1)
+
+
 def rows_of(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -126,17 +131,17 @@ def cmd_scores(args) -> None:
         cfg, state, module = load_saved_run(run_dir)
         step = int(state["step"])
         before = training_episodes(rows_of(run_dir / "metrics.jsonl"), step - args.window, step)
-        t_mean, t_var, t_n = before.mean, before.variance, before.episodes
         at_train = np.array(play(cfg, state, module, cfg.algo.epsilon_end, args.episodes))
         at_eval = np.array(play(cfg, state, module, cfg.loop.eval_epsilon, args.episodes))
-        d1 = welch(at_train.mean(), at_train.var(ddof=1), len(at_train), t_mean, t_var, t_n, before.windows - 1)
+        d1 = minus_training(at_train.mean(), at_train.var(ddof=1), len(at_train), before)
         d2 = welch(at_eval.mean(), at_eval.var(ddof=1), len(at_eval), at_train.mean(), at_train.var(ddof=1), len(at_train))
-        print(f"| {run_dir.name} | {step:,} | {t_mean:.2f} (n={t_n}) | {at_train.mean():.2f} ± {at_train.std(ddof=1):.2f} "
+        print(f"| {run_dir.name} | {step:,} | {before.mean:.2f} (n={before.episodes}) | {at_train.mean():.2f} ± {at_train.std(ddof=1):.2f} "
               f"(n={len(at_train)}, eps {cfg.algo.epsilon_end:g}) | {at_eval.mean():.2f} ± {at_eval.std(ddof=1):.2f} "
               f"(n={len(at_eval)}, eps {cfg.loop.eval_epsilon:g}) | {d1[0]:+.2f} [{d1[1]:+.2f}, {d1[2]:+.2f}] | "
               f"{d2[0]:+.2f} [{d2[1]:+.2f}, {d2[2]:+.2f}] |", flush=True)
         records.append({"run": run_dir.name, "game": cfg.env.game, "step": step, "window": args.window,
-                        "training": {"mean": t_mean, "variance_estimate": t_var, "episodes": t_n, "windows": before.windows},
+                        "training": {"mean": before.mean, "variance_estimate": before.variance,
+                                     "episodes": before.episodes, "windows": before.windows},
                         "epsilon_train": cfg.algo.epsilon_end, "epsilon_eval": cfg.loop.eval_epsilon,
                         "returns_at_epsilon_train": at_train.tolist(), "returns_at_epsilon_eval": at_eval.tolist()})
     if args.raw:
@@ -144,28 +149,6 @@ def cmd_scores(args) -> None:
     if len(records) > 1:
         print()
         print(across_runs_table(records))
-
-
-def after_line(record: dict, rows: list[dict], window: int) -> str:
-    """One checkpoint at the training epsilon against the training episodes of the window after it."""
-    step = record["step"]
-    after = training_episodes(rows, step, step + window)
-    at_train = np.asarray(record["returns_at_epsilon_train"])
-    d = welch(at_train.mean(), at_train.var(ddof=1), len(at_train), after.mean, after.variance, after.episodes,
-              after.windows - 1)
-    return (f"| {record['run']} | {step:,} | {record['training']['mean']:.2f} (n={record['training']['episodes']}) | "
-            f"{at_train.mean():.2f} (n={len(at_train)}) | {after.mean:.2f} (n={after.episodes}) | "
-            f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] |")
-
-
-def cmd_after(args) -> None:
-    rows = rows_of(Path(args.run) / "metrics.jsonl")
-    print(f"| run | checkpoint | training episodes before | checkpoint at eps_train | training episodes in the {args.window:,} "
-          "agent steps after | eval(eps_train) - training after [95% CI] |")
-    print("|---|---|---|---|---|---|")
-    for raw in args.raw:
-        for record in json.loads(Path(raw).read_text()):
-            print(after_line(record, rows, args.window))
 
 
 def across_runs_table(records: list[dict]) -> str:
@@ -185,6 +168,27 @@ def across_runs_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def after_line(record: dict, rows: list[dict], window: int) -> str:
+    """One checkpoint at the training epsilon against the training episodes of the window after it."""
+    step = record["step"]
+    after = training_episodes(rows, step, step + window)
+    at_train = np.asarray(record["returns_at_epsilon_train"])
+    d = minus_training(at_train.mean(), at_train.var(ddof=1), len(at_train), after)
+    return (f"| {record['run']} | {step:,} | {record['training']['mean']:.2f} (n={record['training']['episodes']}) | "
+            f"{at_train.mean():.2f} (n={len(at_train)}) | {after.mean:.2f} (n={after.episodes}) | "
+            f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] |")
+
+
+def cmd_after(args) -> None:
+    rows = rows_of(Path(args.run) / "metrics.jsonl")
+    print(f"| run | checkpoint | training episodes before | checkpoint at eps_train | training episodes in the {args.window:,} "
+          "agent steps after | eval(eps_train) - training after [95% CI] |")
+    print("|---|---|---|---|---|---|")
+    for raw in args.raw:
+        for record in json.loads(Path(raw).read_text()):
+            print(after_line(record, rows, args.window))
+
+
 def cmd_metrics(args) -> None:
     rows = rows_of(Path(args.metrics))
     evals = [r for r in rows if args.lo <= r["step"] <= args.hi and r.get("eval/episodes")]
@@ -196,11 +200,10 @@ def cmd_metrics(args) -> None:
     ss = sum(r["eval/episodes"] * (r["eval/episode_return_std"] ** 2 + (r["eval/episode_return"] - mean) ** 2) for r in evals)
     var = ss / max(n - 1, 1)
     training = training_episodes(rows, args.lo, args.hi)
-    t_mean, t_var, t_n = training.mean, training.variance, training.episodes
-    diff, lo, hi = welch(mean, var, n, t_mean, t_var, t_n, training.windows - 1)
+    diff, lo, hi = minus_training(mean, var, n, training)
     print(f"evaluation episodes at steps {[r['step'] for r in evals]}: {mean:.2f} (sd {math.sqrt(var):.2f}, n={n})")
-    print(f"training episodes in ({args.lo:,}, {args.hi:,}]: {t_mean:.2f} (sd {math.sqrt(t_var):.2f} estimated from "
-          f"{training.windows} window means, n={t_n})")
+    print(f"training episodes in ({args.lo:,}, {args.hi:,}]: {training.mean:.2f} (sd {math.sqrt(training.variance):.2f} "
+          f"estimated from {training.windows} window means, n={training.episodes})")
     print(f"evaluation - training: {diff:+.2f} [{lo:+.2f}, {hi:+.2f}] (95% Welch)")
 
 
