@@ -3,6 +3,7 @@
     python bench/eval_gap.py scores RUN_DIR [RUN_DIR ...] [--episodes 100] [--window 50000] [--raw FILE]
     python bench/eval_gap.py after RUN_DIR RAW.json [RAW.json ...] [--window 50000]
     python bench/eval_gap.py metrics METRICS_JSONL --from STEP --to STEP
+    python bench/eval_gap.py logs RUN_DIR [RUN_DIR ...] [--from STEP] [--window 50000]
 
 ``scores`` plays each run's saved checkpoint (a value agent) on evaluation envs at the run's
 training epsilon (``algo.epsilon_end``) and at its evaluation epsilon (``loop.eval_epsilon``), and
@@ -27,6 +28,11 @@ training return and its episode count, not each episode, so the training episode
 estimated from the spread of the window means (each window mean's variance is the episodes'
 variance over its count), and that estimate has one degree of freedom fewer than there are windows,
 which the Welch interval uses; say so where the result is quoted.
+
+``logs`` reads many runs' metrics.jsonl: each evaluation phase from ``--from`` on against the
+training episodes of the ``--window`` agent steps before it (the comparison a run's own log offers:
+frozen policy at the evaluation epsilon against the learning one at the training epsilon), averaged
+per run, then taken across runs per game and pooled relative to the training mean.
 """
 from __future__ import annotations
 
@@ -207,6 +213,41 @@ def cmd_metrics(args) -> None:
     print(f"evaluation - training: {diff:+.2f} [{lo:+.2f}, {hi:+.2f}] (95% Welch)")
 
 
+def log_gaps(rows: list[dict], start: int, window: int) -> list[tuple[float, float]]:
+    """(evaluation mean - training mean, training mean) for each evaluation phase at or after ``start``,
+    against the training episodes of the ``window`` agent steps before it."""
+    gaps = []
+    for row in rows:
+        if row["step"] >= start and row.get("eval/episodes"):
+            training = training_episodes(rows, row["step"] - window, row["step"])
+            if training.episodes:
+                gaps.append((row["eval/episode_return"] - training.mean, training.mean))
+    return gaps
+
+
+def cmd_logs(args) -> None:
+    import yaml
+    print(f"| run | game | evaluations | mean of (evaluation - training of the {args.window:,} agent steps before) | "
+          "mean training return |")
+    print("|---|---|---|---|---|")
+    per_run = []
+    for run_dir in map(Path, args.runs):
+        game = yaml.safe_load((run_dir / "config.yaml").read_text())["env"]["game"]
+        gaps = log_gaps(rows_of(run_dir / "metrics.jsonl"), args.start, args.window)
+        if not gaps:
+            continue
+        gap, training = float(np.mean([g for g, _ in gaps])), float(np.mean([t for _, t in gaps]))
+        per_run.append((game, gap, training))
+        print(f"| {run_dir.name} | {game} | {len(gaps)} | {gap:+.2f} | {training:.2f} |")
+    print()
+    print("| across runs | runs | mean [95% t-interval over runs] | runs above 0 |")
+    print("|---|---|---|---|")
+    for game in sorted({g for g, _, _ in per_run}):
+        print(across_runs_line(f"evaluation - training, {game}", [d for g, d, _ in per_run if g == game]))
+    print(across_runs_line("evaluation - training, all runs, / training mean",
+                           [d / abs(t) for _, d, t in per_run], fmt="+.3f"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,6 +267,11 @@ def main() -> None:
     p.add_argument("--from", dest="lo", type=int, required=True)
     p.add_argument("--to", dest="hi", type=int, required=True)
     p.set_defaults(func=cmd_metrics)
+    p = sub.add_parser("logs")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--from", dest="start", type=int, default=0, help="the first evaluation step counted")
+    p.add_argument("--window", type=int, default=50_000, help="agent steps of training episodes before each evaluation")
+    p.set_defaults(func=cmd_logs)
     args = parser.parse_args()
     args.func(args)
 

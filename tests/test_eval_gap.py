@@ -107,3 +107,16 @@ def test_training_episodes_weight_window_means_by_their_episode_counts(eval_gap)
     assert got.mean == pytest.approx((4.0 + 6.0) / 4) and got.episodes == 4 and got.windows == 2
     # Var(window mean) = sigma^2 / count: sigma^2 = sum(count * (mean_w - mean)^2) / (windows - 1)
     assert got.variance == pytest.approx(1 * (4.0 - 2.5) ** 2 + 3 * (2.0 - 2.5) ** 2)
+
+
+def test_log_gaps_set_each_evaluation_against_the_training_window_before_it(eval_gap):
+    rows = [{"step": 100, "train/episode_return": 2.0, "train/episodes": 1.0},
+            {"step": 200, "train/episode_return": 4.0, "train/episodes": 3.0},
+            {"step": 200, "eval/episode_return": 5.0, "eval/episodes": 8.0},
+            {"step": 300, "train/episode_return": 1.0, "train/episodes": 2.0},
+            {"step": 400, "train/episode_return": 3.0, "train/episodes": 2.0},
+            {"step": 400, "eval/episode_return": 1.0, "eval/episodes": 8.0},
+            {"step": 500, "eval/episode_return": 9.0, "eval/episodes": 0.0}]   # no episode: no phase
+    # window 200: the phase at 200 against (0, 200]: (2 + 12) / 4 = 3.5; at 400 against (200, 400]: 2.0
+    assert eval_gap.log_gaps(rows, 0, 200) == [(5.0 - 3.5, 3.5), (1.0 - 2.0, 2.0)]
+    assert eval_gap.log_gaps(rows, 300, 200) == [(1.0 - 2.0, 2.0)]
