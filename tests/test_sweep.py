@@ -365,3 +365,32 @@ def test_the_scheduler_wakes_when_a_job_ends_not_at_its_next_poll(monkeypatch):
     clock[0], jobs[1].process.at = 0.0, 100.0
     wait_for_an_exit(jobs, 5.0)
     assert clock[0] == pytest.approx(5.0)
+
+
+def test_queued_cells_are_read_again_before_they_start(tmp_path, chain_config, capsys):
+    """Another process (a second sweep on the same directory) may train a queued cell after this sweep
+    read its state: a cell it finished or holds is not started again, and one it left with a
+    checkpoint is resumed, not started over."""
+    from rlsmooth.experiments.sweep import SUMMARY_FILE, load_sweep, run_local
+    from rlsmooth.training.rundir import RunLock
+    path = make_sweep(tmp_path, chain_config)
+    run_cli("sweep", path, "--workers", "2", check=True)
+    sweep = load_sweep(path)
+    held, finished, resumed = sweep.cells[0], sweep.cells[1:3], sweep.cells[3]
+    (resumed.run_dir / SUMMARY_FILE).unlink()   # stopped after its last checkpoint, as if interrupted
+    metrics = {c.name: (c.run_dir / "metrics.jsonl").read_bytes() for c in (held, *finished)}
+    for cell in sweep.cells:   # the states this sweep read before the other process trained the cells
+        cell.state, cell.log = "restart", tmp_path / f"{cell.name}.log"
+    resumed.state = "pending"
+    lock = RunLock(held.run_dir).acquire()
+    try:
+        run_local(sweep, list(sweep.cells), workers=1, population=1, threads=1, deadline=None)
+    finally:
+        lock.release()
+    assert held.state == "running elsewhere"
+    assert [c.state for c in finished] == ["finished, by another process"] * 2
+    assert {c.name: (c.run_dir / "metrics.jsonl").read_bytes() for c in (held, *finished)} == metrics
+    assert resumed.state == "finished" and (resumed.run_dir / SUMMARY_FILE).is_file()
+    assert "--resume" in resumed.log.read_text().splitlines()[0]
+    out = capsys.readouterr().out
+    assert out.count("skipped ") == 3 and out.count("] started ") == 1

@@ -350,6 +350,9 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
     start = time.time()
     while queue or running:
         while len(running) < max(1, workers) and queue:
+            _reread_states(queue, results)
+            if not queue:
+                break
             if deadline is not None and not rates and running:
                 break   # one job measures the rate before the others are planned with it
             group, seconds = _plan_job(queue, population, rates, deadline, overhead)
@@ -400,6 +403,22 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
         print(f"time budget: {finished} of {total} cells finished in "
               f"{schedule.format_seconds(time.time() - start)}; {len(queue)} not started, "
               f"{sum(c.state.startswith('stopped') for c in todo)} stopped")
+
+
+def _reread_states(queue: list[Cell], results: list[Path]) -> None:
+    """Re-read each queued cell's state just before a job is planned: another process (a second sweep
+    on the same directory) may have started, finished or checkpointed it since this sweep read it.  A
+    stale state would start a finished cell again, or, worse, start one over (``--replace``)."""
+    for cell in list(queue):
+        state = cell_state(cell.run_dir)
+        if state != "finished" and any(cell_state(Path(r) / cell.name) == "finished" for r in results):
+            state = "finished (results)"
+        if state in ("pending", "resume", "restart"):
+            cell.state = state
+            continue
+        queue.remove(cell)
+        cell.state = "running elsewhere" if state == "running" else f"{state}, by another process"
+        print(f"skipped {cell.name}: {cell.state}", flush=True)
 
 
 def rate_text(job) -> str:
