@@ -373,10 +373,14 @@ def test_queued_cells_are_read_again_before_they_start(tmp_path, chain_config, c
     checkpoint is resumed, not started over."""
     from rlsmooth.experiments.sweep import SUMMARY_FILE, load_sweep, run_local
     from rlsmooth.training.rundir import RunLock
+    import shutil
     path = make_sweep(tmp_path, chain_config)
-    run_cli("sweep", path, "--workers", "2", check=True)
+    run_cli("sweep", path, "--set", "axes.variant=[baseline]", "axes.seed=[0]", check=True)   # one cell
     sweep = load_sweep(path)
-    held, finished, resumed = sweep.cells[0], sweep.cells[1:3], sweep.cells[3]
+    (held,) = [c for c in sweep.cells if (c.run_dir / SUMMARY_FILE).is_file()]
+    finished, resumed = [c for c in sweep.cells if c is not held][:2], [c for c in sweep.cells if c is not held][2]
+    for cell in (*finished, resumed):   # the other process's finished runs: copies of the one trained
+        shutil.copytree(held.run_dir, cell.run_dir)
     (resumed.run_dir / SUMMARY_FILE).unlink()   # stopped after its last checkpoint, as if interrupted
     metrics = {c.name: (c.run_dir / "metrics.jsonl").read_bytes() for c in (held, *finished)}
     for cell in sweep.cells:   # the states this sweep read before the other process trained the cells
