@@ -35,7 +35,7 @@ def test_bf16_loss_is_within_bf16_rounding_of_fp32s_and_state_stays_fp32(preset,
     loss32, _ = head.loss(fp32.net, fp32.target, b)
     loss16, _ = head.loss(bf16.net, bf16.target, b)
     assert loss16.dtype == torch.float32 and bf16.net(b.obs).dtype == torch.float32
-    rel = abs(float(loss16) - float(loss32)) / abs(float(loss32))
+    rel = abs(loss16.item() - loss32.item()) / abs(loss32.item())
     assert 0 < rel < 2 ** -6, rel   # bf16 has 8 significant bits: the forward passes really ran in it
     for _ in range(3):
         update_step(bf16, head, b, 0.0)
@@ -49,12 +49,12 @@ def test_actor_critic_runs_its_forward_in_bf16():
     cfg = load_train_config(apply_overrides(load_yaml(ROOT / "configs" / "minatar_ppo.yaml"),
                                             ["device=cpu", "loop.precision=bf16"]))
     ac = build_actor_critic_learner(cfg, (4, 10, 10), 6, torch.device("cpu"), message=lambda m: None)
-    net = ac.net if hasattr(ac, "net") else ac[0]
+    net = ac.net
     logits, value = net(batch().obs)
     assert logits.dtype == value.dtype == torch.float32
     net.precision = "fp32"
     logits32, _ = net(batch().obs)
-    assert 0 < float((logits - logits32).abs().max()) < 0.05
+    assert 0 < (logits - logits32).abs().max().item() < 0.05
 
 
 def test_precision_is_recorded_and_a_resume_under_another_is_refused_by_key(chain_config, tmp_path):
