@@ -49,6 +49,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rlsmooth.config.yaml_files import load_yaml  # noqa: E402
 from rlsmooth.experiments.evaluate_run import load_saved_run  # noqa: E402
 from rlsmooth.pieces.envs import make_vec_env  # noqa: E402
 from rlsmooth.pieces.seeding import EVAL_CLI, SeedStreams  # noqa: E402
@@ -226,13 +227,12 @@ def log_gaps(rows: list[dict], start: int, window: int) -> list[tuple[float, flo
 
 
 def cmd_logs(args) -> None:
-    import yaml
     print(f"| run | game | evaluations | mean of (evaluation - training of the {args.window:,} agent steps before) | "
           "mean training return |")
     print("|---|---|---|---|---|")
     per_run = []
     for run_dir in map(Path, args.runs):
-        game = yaml.safe_load((run_dir / "config.yaml").read_text())["env"]["game"]
+        game = load_yaml(run_dir / "config.yaml")["env"]["game"]
         gaps = log_gaps(rows_of(run_dir / "metrics.jsonl"), args.start, args.window)
         if not gaps:
             continue

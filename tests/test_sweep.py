@@ -378,7 +378,7 @@ def test_queued_cells_are_read_again_before_they_start(tmp_path, chain_config, c
     run_cli("sweep", path, "--set", "axes.variant=[baseline]", "axes.seed=[0]", check=True)   # one cell
     sweep = load_sweep(path)
     (held,) = [c for c in sweep.cells if (c.run_dir / SUMMARY_FILE).is_file()]
-    finished, resumed = [c for c in sweep.cells if c is not held][:2], [c for c in sweep.cells if c is not held][2]
+    *finished, resumed = [c for c in sweep.cells if c is not held]
     for cell in (*finished, resumed):   # the other process's finished runs: copies of the one trained
         shutil.copytree(held.run_dir, cell.run_dir)
     (resumed.run_dir / SUMMARY_FILE).unlink()   # stopped after its last checkpoint, as if interrupted

@@ -193,6 +193,15 @@ def cell_state(run_dir: Path) -> str:
     return "pending"   # absent, empty, or only rlsmooth's own leftovers
 
 
+def sweep_cell_state(cell: Cell, results: list[Path]) -> str:
+    """``cell_state`` of the cell's run directory, or "finished (results)" when a ``results`` directory
+    holds the cell finished."""
+    state = cell_state(cell.run_dir)
+    if state != "finished" and any(cell_state(Path(r) / cell.name) == "finished" for r in results):
+        return "finished (results)"
+    return state
+
+
 def cell_command(cell: Cell, base: Path, threads: int) -> list[str]:
     """``threads`` is written into a new cell's config (a resumed cell keeps the value it started with)."""
     if cell.state == "resume":
@@ -239,10 +248,8 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 1, dry_run: b
     """Run the cells that are not finished.  ``deadline`` (seconds since the epoch; local backend) starts
     only what will finish by then; cells finished under ``results`` directories count as finished."""
     for cell in sweep.cells:
-        cell.state = cell_state(cell.run_dir)
+        cell.state = sweep_cell_state(cell, results)
         cell.log = sweep.out / "logs" / f"{cell.name}.log"
-        if cell.state != "finished" and any(cell_state(Path(r) / cell.name) == "finished" for r in results):
-            cell.state = "finished (results)"
     todo = [c for c in sweep.cells if c.state in ("pending", "resume", "restart")]
     todo.sort(key=lambda c: c.state != "resume")   # partial runs whose checkpoints survived go first
     if dry_run:
@@ -410,9 +417,7 @@ def _reread_states(queue: list[Cell], results: list[Path]) -> None:
     on the same directory) may have started, finished or checkpointed it since this sweep read it.  A
     stale state would start a finished cell again, or, worse, start one over (``--replace``)."""
     for cell in list(queue):
-        state = cell_state(cell.run_dir)
-        if state != "finished" and any(cell_state(Path(r) / cell.name) == "finished" for r in results):
-            state = "finished (results)"
+        state = sweep_cell_state(cell, results)
         if state in ("pending", "resume", "restart"):
             cell.state = state
             continue
