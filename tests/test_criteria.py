@@ -189,3 +189,19 @@ def test_bad_level_contrasts_are_one_line(tmp_path):
         assert_one_line_error(run_cli("compare", tmp_path / "runs", "--out", tmp_path / "bad", "--criteria", path),
                               needle)
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_game_missing_some_cells_is_not_evaluated_and_its_empty_cells_are_named(tmp_path):
+    import shutil
+    study(tmp_path / "runs", 3.0, 0.0, seeds=2)
+    for d in (tmp_path / "runs").glob("breakout-lo-*"):
+        shutil.rmtree(d)   # breakout has runs at the high level only, as a study part-way through a game
+    path = tmp_path / "criteria.yaml"
+    path.write_text(yaml.safe_dump(CRITERIA))
+    result = compare([tmp_path / "runs"], tmp_path / "rep", reps=50, criteria=path)
+    got = {r.criterion.name: r for r in result["criteria"]}
+    assert got["one game"].verdict == "undecided"
+    assert got["one game"].problem == "no runs for breakout (sn_fc at lr=lo, baseline at lr=lo)"
+    # without 'games' the contrast reads the games that have every cell; the plain one reads both
+    assert got["did"].criterion.games is None and got["did"].games == ["asterix"]
+    assert got["plain"].games == ["asterix", "breakout"]

@@ -263,7 +263,12 @@ def evaluate(criteria: Criteria, runs: list, scores: dict, reps: int) -> list[Re
         games = [g for g in (crit.games or rows) if all(len(cell(g, v, lv)) for v, lv in keys.values())]
         missing = [g for g in (crit.games or []) if g not in games]
         if not games or missing:
-            problem = (f"no runs for {', '.join(missing)}" if missing else
+            # name the empty cells: a game with some runs is not a game with none
+            def empty(g: str) -> str:
+                cells = [f"{v}" + (f" at {crit.axis}={lv}" if crit.axis and lv is not None else "")
+                         for v, lv in dict.fromkeys(keys.values()) if not len(cell(g, v, lv))]
+                return f"{g} ({', '.join(cells)})"
+            problem = (f"no runs for {'; '.join(empty(g) for g in missing)}" if missing else
                        "no game has runs in every cell it compares")
             results.append(Result(crit, games, 0, float("nan"), (float("nan"), float("nan")), "undecided", problem))
             continue
