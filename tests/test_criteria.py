@@ -2,6 +2,7 @@
 the verdict lines the tool writes."""
 import itertools
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -192,7 +193,6 @@ def test_bad_level_contrasts_are_one_line(tmp_path):
 
 
 def test_a_game_missing_some_cells_is_not_evaluated_and_its_empty_cells_are_named(tmp_path):
-    import shutil
     study(tmp_path / "runs", 3.0, 0.0, seeds=2)
     for d in (tmp_path / "runs").glob("breakout-lo-*"):
         shutil.rmtree(d)   # breakout has runs at the high level only, as a study part-way through a game
