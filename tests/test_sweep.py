@@ -403,3 +403,60 @@ def test_queued_cells_are_read_again_before_they_start(tmp_path, chain_config, c
     assert "--resume" in resumed.log.read_text().splitlines()[0]
     out = capsys.readouterr().out
     assert out.count("skipped ") == 3 and out.count("] started ") == 1
+
+
+def _logged_run(run_dir, windows, sps, members=None, finished=False):
+    """A run directory that logged one window before learning (fast, never counted), then ``windows``
+    learning windows of 100 agent steps at ``sps``."""
+    run_dir.mkdir(parents=True)
+    records = [{"step": 100, "time/sps": 5000.0, "train/updates": 1}]
+    records += [{"step": 100 * (i + 2), "time/sps": sps} for i in range(windows)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if members:
+        (run_dir / "sweep_cell.json").write_text(json.dumps({"seed": 0, "_members": members}))
+    if finished:
+        (run_dir / "summary.json").write_text("{}")
+    return run_dir
+
+
+def test_a_running_jobs_first_windows_do_not_plan_the_other_jobs(tmp_path):
+    """A run's first learning windows run fast, so a running job's rate plans new jobs only once it
+    spans a few windows, and outweighs the rates measured on disk only once it spans the full average."""
+    from rlsmooth.experiments import schedule
+    from rlsmooth.experiments.schedule import Job, progress
+    from rlsmooth.experiments.sweep import Cell, _plan_job, planning_rates
+
+    def population_of_two(windows, sps):
+        run_dir = _logged_run(tmp_path / f"running_{windows}_{sps:g}", windows, sps)
+        return Job([Cell(f"m{i}", {}, [], run_dir, total_steps=10_000) for i in range(2)], [], tmp_path / "log", 1)
+
+    # the rate is the agent steps over the seconds of the learning windows only
+    run = progress(_logged_run(tmp_path / "mixed", 0, 1.0))
+    assert run == (100, None, 0)
+    two = tmp_path / "two"
+    _logged_run(two, 2, 100.0)
+    with (two / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 500, "time/sps": 50.0}) + "\n")
+    assert progress(two) == (500, pytest.approx((100 + 100 + 200) / (100 / 100 + 100 / 100 + 200 / 50)), 3)
+
+    one_window, few, many = population_of_two(1, 340.0), population_of_two(schedule.MIN_RATE_WINDOWS, 300.0), \
+        population_of_two(schedule.RATE_WINDOWS, 200.0)
+    assert planning_rates({}, [one_window]) == {}                        # nothing to plan with yet
+    assert planning_rates({}, [few]) == {2: 300.0}                       # enough to plan with
+    assert planning_rates({2: 150.0}, [one_window]) == {2: 150.0}        # the runs on disk stand ...
+    assert planning_rates({2: 150.0}, [few]) == {2: 150.0}
+    assert planning_rates({2: 150.0}, [many]) == {2: 200.0}              # ... until this machine says more
+    assert planning_rates({1: 300.0}, [few]) == {1: 300.0, 2: 300.0}
+
+    # on disk: finished runs count whatever their length; an unfinished one from a few windows on
+    disk = tmp_path / "disk"
+    _logged_run(disk / "short_finished", 1, 120.0, members=3, finished=True)
+    _logged_run(disk / "stopped_early", 1, 900.0, members=3)
+    _logged_run(disk / "stopped_later", schedule.MIN_RATE_WINDOWS, 140.0, members=3)
+    _logged_run(disk / "not_a_cell", schedule.RATE_WINDOWS, 900.0)
+    assert schedule.measured_rates([disk], "sweep_cell.json") == {3: 140.0}   # the upper median of 120 and 140
+
+    # past the deadline nothing starts, even with no rate measured
+    queue = [Cell("c", {}, [], tmp_path / "c", total_steps=100)]
+    assert _plan_job(queue, 1, {}, time.time() - 1) == ([], 0.0)
+    assert _plan_job(queue, 1, {}, time.time() + 60)[0] == queue

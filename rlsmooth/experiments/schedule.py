@@ -5,7 +5,9 @@ jobs running, prints a line when each starts and ends (with the sweep's ETA), an
 (``--time-budget`` / ``--deadline``), starts only what the measured rate says will finish in time:
 
 * the rate is agent steps per second per member, by population size, read from the ``time/sps`` that
-  earlier runs of the sweep logged (its own directory and any results directories named);
+  earlier runs of the sweep logged (its own directory and any results directories named); a running
+  job's rate plans other jobs once it spans ``MIN_RATE_WINDOWS`` learning windows (a run's first
+  windows are fast), and replaces the earlier runs' once it spans ``RATE_WINDOWS``;
 * a job is planned as the largest population (up to ``--population``) whose slowest member's
   remaining steps fit before the deadline, with a safety margin; with no rate measured yet, the first
   jobs start and are measured as they run;
@@ -31,8 +33,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from rlsmooth.errors import ConfigError
+from rlsmooth.training.rundir import SUMMARY_FILE
 
 SAFETY = 1.15          # planned durations are stretched by this much before they must fit
 ROOT = Path(__file__).resolve().parents[2]   # the checkout: holds agents/ and rlsmooth/
@@ -81,18 +85,29 @@ def format_seconds(seconds: float) -> str:
 # -- progress and rates, from what runs log ------------------------------------------------------
 
 RATE_WINDOWS = 10      # log windows the rate is averaged over
+# A run's first learning windows are fast (a small replay, the machine often still quiet): on the
+# 2-core VM, a MinAtar population of two logged 342 agent steps/s per member in its first learning
+# window and 163 over its first 340k agent steps (three processes on the two cores).  A sweep planned
+# its next population on that first window, at half the time it took.  A rate plans other jobs only
+# once it spans this many windows.
+MIN_RATE_WINDOWS = 3
 
 
-def progress(run_dir: Path) -> tuple[int, float | None]:
-    """(last logged agent step, its rate) of a run directory.  The rate is agent steps per wall-clock
-    second over its last log windows spent wholly learning (``time/sps`` spans a window's evaluation
-    too; a window that began before the first update runs far faster and says nothing); None until
-    there is one."""
+class Progress(NamedTuple):
+    step: int             # the last logged agent step
+    sps: float | None     # agent steps per wall-clock second over the last learning windows
+    windows: int          # how many windows that rate spans (at most RATE_WINDOWS)
+
+
+def progress(run_dir: Path) -> Progress:
+    """How far a run directory is, and its rate: agent steps per wall-clock second over its last
+    log windows spent wholly learning (``time/sps`` spans a window's evaluation too; a window that
+    began before the first update runs far faster and says nothing); None until there is one."""
     path = run_dir / "metrics.jsonl"
     try:
         lines = path.read_text().splitlines()
     except OSError:
-        return 0, None
+        return Progress(0, None, 0)
     step, last_step, learning, windows = 0, 0, False, []
     for line in lines:
         try:
@@ -110,12 +125,14 @@ def progress(run_dir: Path) -> tuple[int, float | None]:
         learning = learning or bool(record.get("train/updates"))
         last_step = record["step"]
     windows = windows[-RATE_WINDOWS:]
-    return step, (sum(s for s, _ in windows) / sum(t for _, t in windows)) if windows else None
+    sps = sum(s for s, _ in windows) / sum(t for _, t in windows) if windows else None
+    return Progress(step, sps, len(windows))
 
 
 def measured_rates(dirs: list[Path], cell_file: str) -> dict[int, float]:
     """Per-member agent steps/s by population size, the median over the runs under ``dirs`` whose
-    ``sweep_cell.json`` says how many members their process trained."""
+    ``sweep_cell.json`` says how many members their process trained: finished runs, and unfinished
+    ones whose rate spans at least ``MIN_RATE_WINDOWS`` windows."""
     found: dict[int, list[float]] = {}
     for folder in dirs:
         if not folder.is_dir():
@@ -125,9 +142,10 @@ def measured_rates(dirs: list[Path], cell_file: str) -> dict[int, float]:
                 size = json.loads(cell_json.read_text()).get("_members")
             except (OSError, ValueError, AttributeError):
                 continue
-            _, sps = progress(cell_json.parent)
-            if isinstance(size, int) and size >= 1 and sps:
-                found.setdefault(size, []).append(sps)
+            run = progress(cell_json.parent)
+            finished = (cell_json.parent / SUMMARY_FILE).is_file()
+            if isinstance(size, int) and size >= 1 and run.sps and (finished or run.windows >= MIN_RATE_WINDOWS):
+                found.setdefault(size, []).append(run.sps)
     return {k: sorted(v)[len(v) // 2] for k, v in found.items()}
 
 
@@ -185,7 +203,7 @@ def spawn(job: Job) -> None:
         job.process = subprocess.Popen(job.command, stdout=f, stderr=subprocess.STDOUT, env=env,
                                        preexec_fn=end_with_parent)
     job.started = time.time()
-    job.start_steps = [progress(c.run_dir)[0] for c in job.cells]
+    job.start_steps = [progress(c.run_dir).step for c in job.cells]
 
 
 def wait_for_an_exit(jobs: list[Job], seconds: float) -> None:
@@ -229,7 +247,7 @@ def stop(job: Job, why: str, grace: float = 120.0) -> None:
 
 
 def remaining_steps(cell, total_steps: int) -> int:
-    return max(0, total_steps - progress(cell.run_dir)[0])
+    return max(0, total_steps - progress(cell.run_dir).step)
 
 
 def job_eta(job: Job, total_steps: int, rates: dict[int, float]) -> float:
@@ -237,7 +255,7 @@ def job_eta(job: Job, total_steps: int, rates: dict[int, float]) -> float:
     have logged one, else from the measured rates (0 while nothing is measured)."""
     worst = 0.0
     for cell in job.cells:
-        step, sps = progress(cell.run_dir)
+        step, sps, _ = progress(cell.run_dir)
         rate = sps or rate_for(rates, len(job.cells))
         if rate is None:
             return 0.0   # nothing measured yet: no reason to stop it
@@ -250,7 +268,7 @@ def job_overhead(job: Job, rates: dict[int, float]) -> float:
     rate = rate_for(rates, len(job.cells))
     if job.stopped or not rate:
         return 0.0
-    steps = max(progress(c.run_dir)[0] for c in job.cells) - min(job.start_steps or [0])
+    steps = max(progress(c.run_dir).step for c in job.cells) - min(job.start_steps or [0])
     return max(0.0, time.time() - job.started - steps / rate)
 
 

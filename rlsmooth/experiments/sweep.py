@@ -292,7 +292,7 @@ def print_status(sweep: Sweep, results: list[Path] = ()) -> list[Cell]:
                        cell.run_dir)
         state = cell_state(run_dir)
         state = {"running": "running", "resume": "stopped (resumable)", "restart": "failed / partial"}.get(state, state)
-        step, rate = progress(run_dir)
+        step, rate, _ = progress(run_dir)
         ret = final_eval_return(run_dir)
         eta = format_seconds((cell.total_steps - step) / rate) if state == "running" and rate else "-"
         if summary_says_diverged(run_dir):
@@ -332,6 +332,8 @@ def _plan_job(queue: list[Cell], population: int, rates: dict, deadline: float |
     """The next job from the front of the queue: the largest population (up to ``population``, of cells
     that may share a process) that fits before the deadline; ([], 0) when nothing fits."""
     now = time.time()
+    if deadline is not None and now >= deadline:
+        return [], 0.0
     for head in queue:
         group = [head]
         if population > 1 and head.shared:
@@ -352,7 +354,9 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
     """Keep ``workers`` jobs running, a line for each start and end; see rlsmooth/experiments/schedule.py."""
     from rlsmooth.training.rundir import has_run_content, is_run_directory
     queue, running, total, ended = list(todo), [], len(todo), 0
-    rates = schedule.measured_rates([sweep.out, *map(Path, results)], CELL_FILE)   # earlier sessions' runs too
+    rate_dirs = [sweep.out, *map(Path, results)]   # earlier sessions' runs too
+    on_disk = schedule.measured_rates(rate_dirs, CELL_FILE)
+    rates = dict(on_disk)
     overhead = schedule.START_SECONDS   # a job's time beyond its training windows: start-up, writing, exit
     start = time.time()
     while queue or running:
@@ -384,6 +388,7 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
                 continue
             running.remove(job)
             overhead = max(overhead, schedule.job_overhead(job, rates))
+            on_disk = schedule.measured_rates(rate_dirs, CELL_FILE)   # with the runs that just ended
             measured = rate_text(job)
             _finish_job(job, code, lambda d: is_run_directory(d) or not has_run_content(d), queue)
             if job.stopped.startswith("stopped:"):
@@ -402,7 +407,8 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
                           flush=True)
                 else:
                     print(f"[{ended}/{total}] {cell.state}: {cell.name}", flush=True)
-        rates.update(_running_rates(running))
+        rates.clear()
+        rates.update(planning_rates(on_disk, running))
     for cell in queue:
         cell.state = "not started (budget)"
     if deadline is not None:
@@ -427,7 +433,7 @@ def _reread_states(queue: list[Cell], results: list[Path]) -> None:
 
 
 def rate_text(job) -> str:
-    rates = [r for c in job.cells if (r := progress(c.run_dir)[1])]
+    rates = [r for c in job.cells if (r := progress(c.run_dir).sps)]
     return f"{min(rates):.0f} agent steps/s per member" if rates else "rate"
 
 
@@ -482,15 +488,25 @@ def _finish_job(job, code: int, is_rlsmooth_dir, queue: list[Cell]) -> None:
         queue[:0] = again
 
 
-def _running_rates(running: list) -> dict[int, float]:
-    """Per-member agent steps/s of the running jobs, by population size (their latest time/sps)."""
+def _running_rates(running: list, min_windows: int) -> dict[int, float]:
+    """Per-member agent steps/s of the running jobs, by population size (the median of their members'
+    latest rates), counting a member only once its rate spans ``min_windows`` learning windows."""
     found: dict[int, list[float]] = {}
     for job in running:
         for cell in job.cells:
-            _, sps = progress(cell.run_dir)
-            if sps:
-                found.setdefault(len(job.cells), []).append(sps)
+            run = progress(cell.run_dir)
+            if run.sps and run.windows >= min_windows:
+                found.setdefault(len(job.cells), []).append(run.sps)
     return {k: sorted(v)[len(v) // 2] for k, v in found.items()}
+
+
+def planning_rates(measured: dict[int, float], running: list) -> dict[int, float]:
+    """The rates new jobs are planned with, by population size: a running job's once it spans
+    ``RATE_WINDOWS`` windows (this machine, now); else the runs measured on disk; else a running job's
+    from ``MIN_RATE_WINDOWS`` windows.  A job's first windows alone must not plan the rest: they run
+    fast, and a population planned on them does not finish by the deadline."""
+    return {**_running_rates(running, schedule.MIN_RATE_WINDOWS), **measured,
+            **_running_rates(running, schedule.RATE_WINDOWS)}
 
 
 def pack(cells: list[Cell], size: int) -> list[list[Cell]]:
