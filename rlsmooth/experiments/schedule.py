@@ -88,7 +88,7 @@ RATE_WINDOWS = 10      # log windows the rate is averaged over
 # A run's first learning windows are fast (a small replay, the machine often still quiet): on the
 # 2-core VM, a MinAtar population of two logged 342 agent steps/s per member in its first learning
 # window and 163 over its first 340k agent steps (three processes on the two cores).  A sweep planned
-# its next population on that first window, at half the time it took.  A rate plans other jobs only
+# its next population on that first window: 48m44s, where it took 1h34m.  A rate plans other jobs only
 # once it spans this many windows.
 MIN_RATE_WINDOWS = 3
 
