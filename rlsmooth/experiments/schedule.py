@@ -133,7 +133,7 @@ def measured_rates(dirs: list[Path], cell_file: str) -> dict[int, float]:
     """Per-member agent steps/s by population size, the median over the runs under ``dirs`` whose
     ``sweep_cell.json`` says how many members their process trained: finished runs, and unfinished
     ones whose rate spans at least ``MIN_RATE_WINDOWS`` windows."""
-    found: dict[int, list[float]] = {}
+    found = []
     for folder in dirs:
         if not folder.is_dir():
             continue
@@ -145,7 +145,15 @@ def measured_rates(dirs: list[Path], cell_file: str) -> dict[int, float]:
             run = progress(cell_json.parent)
             finished = (cell_json.parent / SUMMARY_FILE).is_file()
             if isinstance(size, int) and size >= 1 and run.sps and (finished or run.windows >= MIN_RATE_WINDOWS):
-                found.setdefault(size, []).append(run.sps)
+                found.append((size, run.sps))
+    return median_by_size(found)
+
+
+def median_by_size(rates) -> dict[int, float]:
+    """(population size, per-member rate) pairs -> the (upper) median rate of each size."""
+    found: dict[int, list[float]] = {}
+    for size, sps in rates:
+        found.setdefault(size, []).append(sps)
     return {k: sorted(v)[len(v) // 2] for k, v in found.items()}
 
 

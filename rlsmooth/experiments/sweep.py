@@ -355,8 +355,7 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
     from rlsmooth.training.rundir import has_run_content, is_run_directory
     queue, running, total, ended = list(todo), [], len(todo), 0
     rate_dirs = [sweep.out, *map(Path, results)]   # earlier sessions' runs too
-    on_disk = schedule.measured_rates(rate_dirs, CELL_FILE)
-    rates = dict(on_disk)
+    rates = on_disk = schedule.measured_rates(rate_dirs, CELL_FILE)
     overhead = schedule.START_SECONDS   # a job's time beyond its training windows: start-up, writing, exit
     start = time.time()
     while queue or running:
@@ -407,8 +406,7 @@ def run_local(sweep: Sweep, todo: list[Cell], workers: int, population: int, thr
                           flush=True)
                 else:
                     print(f"[{ended}/{total}] {cell.state}: {cell.name}", flush=True)
-        rates.clear()
-        rates.update(planning_rates(on_disk, running))
+        rates = planning_rates(on_disk, running)
     for cell in queue:
         cell.state = "not started (budget)"
     if deadline is not None:
@@ -488,25 +486,18 @@ def _finish_job(job, code: int, is_rlsmooth_dir, queue: list[Cell]) -> None:
         queue[:0] = again
 
 
-def _running_rates(running: list, min_windows: int) -> dict[int, float]:
-    """Per-member agent steps/s of the running jobs, by population size (the median of their members'
-    latest rates), counting a member only once its rate spans ``min_windows`` learning windows."""
-    found: dict[int, list[float]] = {}
-    for job in running:
-        for cell in job.cells:
-            run = progress(cell.run_dir)
-            if run.sps and run.windows >= min_windows:
-                found.setdefault(len(job.cells), []).append(run.sps)
-    return {k: sorted(v)[len(v) // 2] for k, v in found.items()}
-
-
 def planning_rates(measured: dict[int, float], running: list) -> dict[int, float]:
-    """The rates new jobs are planned with, by population size: a running job's once it spans
-    ``RATE_WINDOWS`` windows (this machine, now); else the runs measured on disk; else a running job's
-    from ``MIN_RATE_WINDOWS`` windows.  A job's first windows alone must not plan the rest: they run
-    fast, and a population planned on them does not finish by the deadline."""
-    return {**_running_rates(running, schedule.MIN_RATE_WINDOWS), **measured,
-            **_running_rates(running, schedule.RATE_WINDOWS)}
+    """The rates new jobs are planned with, by population size (the median of the members' latest
+    rates): a running job's once it spans ``RATE_WINDOWS`` windows (this machine, now); else the runs
+    measured on disk; else a running job's from ``MIN_RATE_WINDOWS`` windows.  A job's first windows
+    alone must not plan the rest: they run fast, and a population planned on them does not finish by
+    the deadline."""
+    latest = [(len(job.cells), progress(cell.run_dir)) for job in running for cell in job.cells]
+
+    def spanning(windows: int) -> dict[int, float]:
+        return schedule.median_by_size((size, run.sps) for size, run in latest if run.sps and run.windows >= windows)
+
+    return {**spanning(schedule.MIN_RATE_WINDOWS), **measured, **spanning(schedule.RATE_WINDOWS)}
 
 
 def pack(cells: list[Cell], size: int) -> list[list[Cell]]:
